@@ -134,7 +134,11 @@ def test_analyze_prints_table_and_score(tmp_path):
     )
     lines = out.stdout.splitlines()
     assert lines[0].split()[-1] == "R_score"
-    last = lines[-2].split()
+    last = next(line for line in lines if line.startswith("max over files")).split()
     # max curve: acc(r) = 2/3 up to 0.2, 1/3 up to 0.6 -> R_score = 0.2 * 2/3 + 0.4 / 3
     assert abs(float(last[-1]) - (0.2 * 2 / 3 + 0.4 / 3)) < 1e-4
     assert (tmp_path / "an" / "certified_accuracy_l2.csv").is_file()
+    # Table 3 view: top 20% of three samples is the single largest radius, 100% the ACR.
+    top = [ln for ln in lines if ln.startswith("sigma_0.25")][-1].split()[1:]
+    assert float(top[0]) == 0.3 and abs(float(top[-1]) - 0.4 / 3) < 1e-3
+    assert (tmp_path / "an" / "top_radius_means_l2.csv").is_file()

@@ -189,3 +189,76 @@ def test_laplace_l2_boundary_at_large_k_against_exact_count_oracle():
         )
 
     assert oracle_gap(r * 0.995) > 0 > oracle_gap(r * 1.005)
+
+
+def edgeworth_gap(alpha, beta, a, k, p_a):
+    """Independent oracle for large k (generalised normal noise): the cumulants of one Z_a
+    under X and under Y by adaptive quadrature (scipy.integrate.quad, split at the cusps 0
+    and a), then a second-order Edgeworth expansion of the law of L = sum of k copies
+    (error O(k^-3/2)). Returns K = P_Y(L <= t_A) - 1/2 with P_X(L <= t_A) = p_A."""
+    from scipy import integrate, optimize, stats
+
+    def z(e):
+        return (abs(e) / alpha) ** beta - (abs(e - a) / alpha) ** beta
+
+    def cumulants(shift):  # law of Z(eps + shift): shift 0 is X, shift a is Y
+        def moment(j):
+            f = lambda e: stats.gennorm.pdf((e - shift) / alpha, beta) / alpha * z(e) ** j  # noqa: E731
+            parts = ((-np.inf, 0.0), (0.0, a), (a, np.inf))
+            return sum(
+                integrate.quad(f, lo, hi, limit=400, epsabs=0, epsrel=1e-12)[0] for lo, hi in parts
+            )
+
+        m1, m2, m3, m4 = (moment(j) for j in (1, 2, 3, 4))
+        c2 = m2 - m1**2
+        c3 = m3 - 3 * m1 * m2 + 2 * m1**3
+        c4 = m4 - 4 * m1 * m3 - 3 * m2**2 + 12 * m1**2 * m2 - 6 * m1**4
+        return m1, c2, c3 / c2**1.5, c4 / c2**2
+
+    def cdf(t, cum):
+        m1, c2, g1, g2 = cum
+        x = (t - k * m1) / math.sqrt(k * c2)
+        he2, he3, he5 = x**2 - 1, x**3 - 3 * x, x**5 - 10 * x**3 + 15 * x
+        corr = g1 / (6 * math.sqrt(k)) * he2 + g2 / (24 * k) * he3 + g1**2 / (72 * k) * he5
+        return stats.norm.cdf(x) - stats.norm.pdf(x) * corr
+
+    cx, cy = cumulants(0.0), cumulants(a)
+    s = math.sqrt(k * cx[1])
+    t_a = optimize.brentq(
+        lambda t: cdf(t, cx) - p_a, k * cx[0] - 12 * s, k * cx[0] + 12 * s, xtol=1e-14 * s
+    )
+    return cdf(t_a, cy) - 0.5
+
+
+@pytest.mark.parametrize(
+    ("beta", "k"), [(0.5, 3072), (0.5, 150528), (0.75, 3072), (1.0, 3072), (1.5, 3072)]
+)
+def test_boundary_scale_at_large_k_against_quadrature_edgeworth(beta, k):
+    # Large k and beta <= 1 is where a shift a spans few quadrature cells at the density's
+    # cusp; equal cells in log-odds were off by +2.7% (2^15 cells) and -5e-4 (2^17) here.
+    noise = create_noise("gennormal", sigma=1.0, beta=beta)
+    engine = ExactEngine(noise)
+    for p_a in (0.9, 0.999):
+        a = engine.boundary_scale(k, p_a, 1 - p_a)
+        # The oracle's K changes sign within 1e-4 (relative) of the engine's a*(k)...
+        args = (noise.alpha, beta)
+        assert edgeworth_gap(*args, a * (1 - 1e-4), k, p_a) > 0, (beta, k, p_a)
+        assert edgeworth_gap(*args, a * (1 + 1e-4), k, p_a) < 0, (beta, k, p_a)
+        # ... so the reported a*(k), with the engine's margin, is certified by the oracle.
+        reported = a * (1 - engine.config.margin)
+        assert edgeworth_gap(*args, reported, k, p_a) > 0
+
+
+def test_log_odds_edges_are_graded_towards_the_median():
+    from unicr_pl.radius.lattice import log_odds_edges
+
+    edges = log_odds_edges(1 << 14)
+    widths = np.diff(edges)
+    assert np.all(widths > 0) and edges[0] == -40 and edges[-1] == 40 and 0.0 in edges
+    # Away from the median the cells are equal; towards it they shrink geometrically down to
+    # ~1e-9, and where the two meet the widths agree (no jump in resolution).
+    assert np.isclose(widths.max(), 80 / (1 << 14)) and widths.min() < 1e-11
+    inner = widths[(edges[:-1] > 1e-6) & (edges[1:] < 0.5)]
+    assert np.allclose(inner[1:] / inner[:-1], math.exp(1 / 1024))
+    with pytest.raises(ValueError, match="cells"):
+        log_odds_edges(1000)

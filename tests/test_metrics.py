@@ -13,6 +13,7 @@ from unicr_pl.metrics import (
     certified_accuracy_curve,
     high_probability_certified_accuracy,
     robustness_score,
+    top_radius_means,
 )
 
 rng = np.random.default_rng(0)
@@ -43,6 +44,21 @@ def test_high_probability_is_cohens_formula_and_below_the_estimate():
     m, log_term = 1000, np.log(1000)
     expected = est - 0.001 - np.sqrt(0.001 * 0.999 * log_term / m) - log_term / (3 * m)
     assert np.isclose(hp, expected) and hp < est
+
+
+def test_top_radius_means_against_a_loop():
+    radius, correct = sample(503)
+    got = top_radius_means(radius, correct, (0.2, 0.5, 1.0))
+    for q, value in zip((0.2, 0.5, 1.0), got, strict=True):
+        ranked = sorted(
+            (r if c else 0.0 for r, c in zip(radius, correct, strict=True)), reverse=True
+        )
+        m = -(-q * len(radius) // 1)  # ceil
+        assert np.isclose(value, sum(ranked[: int(m)]) / m)
+    assert np.isclose(got[-1], average_certified_radius(radius, correct))
+    assert got[0] >= got[1] >= got[2]
+    with pytest.raises(ValueError, match="fractions"):
+        top_radius_means(radius, correct, (0.0,))
 
 
 def test_robustness_score_is_the_area_under_the_max_curve():

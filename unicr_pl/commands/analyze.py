@@ -2,6 +2,7 @@
 
 Rows are files (e.g. one per sigma), columns the radii, the last column each file's area under
 its curve; a final row takes the max over files at each radius and its area, Eq. (5)'s R_score.
+A second table gives the paper's Table 3 view: the mean of the top 20%, ..., 100% radii.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from unicr_pl.commands.curve import _writable_dir
-from unicr_pl.metrics import average_certified_radius, certified_accuracy_curve, robustness_score
+from unicr_pl.metrics import (
+    average_certified_radius,
+    certified_accuracy_curve,
+    robustness_score,
+    top_radius_means,
+)
 from unicr_pl.radius.checks import check_norm
 from unicr_pl.results import radius_and_correct, read_results
 
@@ -68,6 +74,23 @@ def run(args: argparse.Namespace) -> None:
         writer.writerows(rows)
     _plot(sets, names, label, out / f"certified_accuracy_{label}.png")
     print(f"wrote {csv_path} and {csv_path.with_suffix('.png')}")
+
+    fractions = (0.2, 0.4, 0.6, 0.8, 1.0)
+    top_rows = [
+        [n, *top_radius_means(r, c, fractions)] for n, (r, c) in zip(names, sets, strict=True)
+    ]
+    print(
+        f"\n{'mean of top radii (' + label + ')':{width}s} "
+        + " ".join(f"{q:>7.0%}" for q in fractions)
+    )
+    for name, *vals in top_rows:
+        print(f"{name:{width}s} " + " ".join(f"{v:7.3f}" for v in vals))
+    top_path = out / f"top_radius_means_{label}.csv"
+    with open(top_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", *[f"top{q:.0%}" for q in fractions]])
+        writer.writerows(top_rows)
+    print(f"wrote {top_path}")
 
 
 def _plot(sets, names, label, path) -> None:

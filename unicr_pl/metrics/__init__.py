@@ -6,6 +6,7 @@ from unicr_pl.metrics.functional import (
     certified_accuracy_curve,
     high_probability_certified_accuracy,
     robustness_score,
+    top_radius_means,
 )
 from unicr_pl.metrics.modules import AverageCertifiedRadius, CertifiedAccuracy, RobustnessScore
 
@@ -18,4 +19,5 @@ __all__ = [
     "certified_accuracy_curve",
     "high_probability_certified_accuracy",
     "robustness_score",
+    "top_radius_means",
 ]

@@ -56,6 +56,21 @@ def average_certified_radius(radius, correct) -> float:
     return float(np.mean(rad * cor)) if rad.size else 0.0
 
 
+def top_radius_means(radius, correct, fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)):
+    """Table 3 of the paper: the mean of the largest q * N certified radii, for each q.
+
+    A sample that is misclassified or abstains counts with radius 0, so the 100% column is the
+    ACR. The top ceil(q * N) samples are averaged (at least one).
+    """
+    rad, cor = _arrays(radius, correct)
+    if any(not 0.0 < q <= 1.0 for q in fractions):
+        raise ValueError(f"fractions must lie in (0, 1], got {list(fractions)}")
+    if rad.size == 0:
+        return np.zeros(len(fractions))
+    ranked = np.sort(rad * cor)[::-1]
+    return np.array([ranked[: max(1, math.ceil(q * rad.size))].mean() for q in fractions])
+
+
 def robustness_score(results: Sequence[tuple]) -> float:
     """Eq. (5): integral over R >= 0 of max over result sets of their certified accuracy.
 
