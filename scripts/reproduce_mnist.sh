@@ -15,11 +15,11 @@ python -m unicr_pl.copt configs/sweeps/copt_mnist.yaml --out "$OUT/copt_mnist" \
   --trainer.enable_progress_bar=false --trainer.logger=false
 
 # I-OPT against the fixed training noise, on the Gaussian model of the grid (beta = 2, sigma =
-# 0.25) and every 20th test image (500). n = 10,000 draws bound p_A for every variant.
+# 0.25) and every 50th test image (200). n = 10,000 draws bound p_A for every variant.
 ckpt=$(ls "$OUT"/copt_mnist/beta=2.0_sigma=0.25/checkpoints/*.ckpt | head -n 1)
 iopt="$OUT/iopt_mnist"
 mkdir -p "$iopt"
-common=(--ckpt "$ckpt" --split test --skip 20 --n0 100 --n 10000 --seed 0
+common=(--ckpt "$ckpt" --split test --skip 50 --n0 100 --n 10000 --seed 0
         --trainer.enable_progress_bar false)
 python certify.py certify "${common[@]}" --norms 2 1 inf --out "$iopt/fixed.tsv"
 python certify.py certify "${common[@]}" --norms 2 1 inf --iopt true --out "$iopt/iopt_l2.tsv"
