@@ -56,7 +56,9 @@ def average_certified_radius(radius, correct) -> float:
     return float(np.mean(rad * cor)) if rad.size else 0.0
 
 
-def top_radius_means(radius, correct, fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)):
+def top_radius_means(
+    radius, correct, fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)
+) -> np.ndarray:
     """Table 3 of the paper: the mean of the largest q * N certified radii, for each q.
 
     A sample that is misclassified or abstains counts with radius 0, so the 100% column is the

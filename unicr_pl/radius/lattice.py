@@ -36,7 +36,7 @@ _STD_WINDOW = 10.0
 _Z_PER_STD = 16  # lattice points per standard deviation of one Z (before the variance fix)
 _MIN_POINTS, _MAX_POINTS = 1 << 12, 1 << 20
 _GRADED_PER_EFOLD = 1024  # graded cells per e-fold of |t|: equal to the uniform width at the join
-_T_MIN = 1e-9  # innermost graded edge (|t|); the cells [-_T_MIN, 0], [0, _T_MIN] hold ~5e-10
+_T_MIN = 1e-9  # innermost graded edge (|t|); [-_T_MIN, 0] and [0, _T_MIN] hold ~2.5e-10 each
 
 
 def log_odds_edges(cells: int) -> np.ndarray:
