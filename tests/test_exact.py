@@ -262,3 +262,24 @@ def test_log_odds_edges_are_graded_towards_the_median():
     assert np.allclose(inner[1:] / inner[:-1], math.exp(1 / 1024))
     with pytest.raises(ValueError, match="cells"):
         log_odds_edges(1000)
+
+
+def test_boundary_at_tiny_shifts_against_quadrature_edgeworth():
+    # beta = 0.5 at a tiny shift: Z_a is bounded but spiky (extremes ~65 std from its mean).
+    # A lattice that cut Z at 40 std sent 1.5% of L to -inf and made the boundary p_A
+    # non-monotone in a (0.518 at a = 1e-5 against the oracle's 0.5025).
+    from scipy import optimize
+
+    from unicr_pl.radius.neyman_pearson import boundary_p_a
+
+    noise = create_noise("gennormal", sigma=0.5, beta=0.5)
+    table = ExactEngine(noise).table
+    previous = 0.5
+    for a in (1e-5, 1.9e-5, 2.6e-5, 9e-5):
+        p_engine = boundary_p_a(*table.law(a, 784).values_and_mass())
+        p_oracle = optimize.brentq(
+            lambda p, a=a: edgeworth_gap(noise.alpha, 0.5, a, 784, p), 0.5 + 1e-9, 0.9, xtol=1e-10
+        )
+        # The Edgeworth oracle itself is only good to ~1e-4 here (Z is far from normal).
+        assert p_engine > previous and abs(p_engine - p_oracle) < 2e-4, (a, p_engine, p_oracle)
+        previous = p_engine

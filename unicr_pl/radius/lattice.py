@@ -122,18 +122,23 @@ class StructuredLogRatio:
         std_z = math.sqrt(max(var_x, var_y))
         if std_z == 0.0:  # Z is an atom (e.g. uniform noise inside the overlap: Z = 0)
             std_z = 1e-12
-        # Window of the sum, and a lattice step giving _Z_PER_STD points per std of one Z.
+        # Window of the sum: +-10 std of L around the means, widened by `reach`, the farthest
+        # one Z is kept from its means. One Z anywhere in its kept range plus the other k - 1
+        # within 10 std still fits, and so do two extreme Z when k >= 16 (reach = 10 std of L),
+        # so the circular FFT does not wrap them around. (A fixed +-40 std of one Z was too
+        # narrow for bounded but spiky laws: beta = 0.5 at tiny a sent 1.5% of L to -inf.)
         s = math.sqrt(k) * std_z
-        lo = k * min(mean_x, mean_y) - _STD_WINDOW * s
-        hi = k * max(mean_x, mean_y) + _STD_WINDOW * s
+        reach = max(40.0, _STD_WINDOW * math.sqrt(k)) * std_z
+        lo = k * min(mean_x, mean_y) - _STD_WINDOW * s - reach
+        hi = k * max(mean_x, mean_y) + _STD_WINDOW * s + reach
         points = int(min(_MAX_POINTS, max(_MIN_POINTS, (hi - lo) / std_z * _Z_PER_STD)))
         points = 1 << math.ceil(math.log2(points))
         step = (hi - lo) / points
         # One Z on the lattice: index relative to lo / k so that k indices sum to S's index.
-        # Values far outside [mean - 40 std, mean + 40 std] are cut: below to -inf (lowers L),
-        # above down to the cap (lowers L), so a cut can only shrink the radius.
-        z_lo = min(mean_x, mean_y) - 40 * std_z
-        z_hi = max(mean_x, mean_y) + 40 * std_z
+        # Values beyond the reach are cut: below to -inf (lowers L), above down to the cap
+        # (lowers L), so a cut can only shrink the radius.
+        z_lo = min(mean_x, mean_y) - reach
+        z_hi = max(mean_x, mean_y) + reach
         below = zf < z_lo
         lost_total = lost + float(wf[below].sum())
         zc = np.minimum(zf[~below], z_hi)
