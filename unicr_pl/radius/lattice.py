@@ -124,9 +124,10 @@ class StructuredLogRatio:
             std_z = 1e-12
         # Window of the sum: +-10 std of L around the means, widened by `reach`, the farthest
         # one Z is kept from its means. One Z anywhere in its kept range plus the other k - 1
-        # within 10 std still fits, and so do two extreme Z when k >= 16 (reach = 10 std of L),
-        # so the circular FFT does not wrap them around. (A fixed +-40 std of one Z was too
-        # narrow for bounded but spiky laws: beta = 0.5 at tiny a sent 1.5% of L to -inf.)
+        # within 10 std of L still fits, as do two extreme Z with the rest near their mean when
+        # k >= 16 (then reach = 10 std of L), so the circular FFT does not wrap them around.
+        # (A fixed +-40 std of one Z was too narrow for bounded but spiky laws: beta = 0.5 at
+        # tiny a sent 1.5% of L to -inf.)
         s = math.sqrt(k) * std_z
         reach = max(40.0, _STD_WINDOW * math.sqrt(k)) * std_z
         lo = k * min(mean_x, mean_y) - _STD_WINDOW * s - reach
