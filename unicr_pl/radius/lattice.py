@@ -129,7 +129,9 @@ class StructuredLogRatio:
         # (A fixed +-40 std of one Z was too narrow for bounded but spiky laws: beta = 0.5 at
         # tiny a sent 1.5% of L to -inf.)
         s = math.sqrt(k) * std_z
-        reach = max(40.0, _STD_WINDOW * math.sqrt(k)) * std_z
+        # No further than the farthest finite Z actually lies (Gaussian tails: ~9 std).
+        farthest = max(max(mean_x, mean_y) - zf.min(), zf.max() - min(mean_x, mean_y))
+        reach = min(max(40.0, _STD_WINDOW * math.sqrt(k)) * std_z, float(farthest))
         lo = k * min(mean_x, mean_y) - _STD_WINDOW * s - reach
         hi = k * max(mean_x, mean_y) + _STD_WINDOW * s + reach
         points = int(min(_MAX_POINTS, max(_MIN_POINTS, (hi - lo) / std_z * _Z_PER_STD)))
