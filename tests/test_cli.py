@@ -68,6 +68,17 @@ def test_radius_plain_and_multiclass():
     assert "p_a=0.8 p_b=0.1 l1 radius=" in out.stdout
 
 
+def test_radius_refine_reports_the_swarm_gain():
+    args = ["radius", "--noise", "laplace", "--norm", "2", "--dim", "64", "--pa", "0.9"]
+    exact = json.loads(run(*args, "--json").stdout)
+    refined = json.loads(run(*args, "--json", "--refine", "--samples", "500").stdout)
+    gain = refined["details"]["pso_gain"]
+    assert 0 < gain <= 1
+    assert math.isclose(refined["radius"], exact["radius"] * gain, rel_tol=1e-9)
+    out = run(*args, "--method", "pso", "--refine", check=False)
+    assert out.returncode == 2 and "refine applies to method 'exact'" in out.stderr
+
+
 def test_bad_input_is_one_clear_line():
     cases = [
         (["--noise", "nope"], "unknown noise 'nope'; valid names"),

@@ -9,7 +9,8 @@ import torch
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import certified_radii, certified_radius
 from unicr_pl.radius import closed_forms as cf
-from unicr_pl.radius.exact import ExactEngine
+from unicr_pl.radius.checks import lp_norm_of_structured
+from unicr_pl.radius.exact import ExactEngine, bracketed_root, refine_grid
 from unicr_pl.radius.neyman_pearson import boundary_gap
 
 P_AS = [0.51, 0.6, 0.75, 0.9, 0.99, 0.999, 0.9999]
@@ -283,3 +284,36 @@ def test_boundary_at_tiny_shifts_against_quadrature_edgeworth():
         # The Edgeworth oracle itself is only good to ~1e-4 here (Z is far from normal).
         assert p_engine > previous and abs(p_engine - p_oracle) < 2e-4, (a, p_engine, p_oracle)
         previous = p_engine
+
+
+@pytest.mark.parametrize(("name", "params"), [("laplace", {}), ("gennormal", {"beta": 0.5})])
+def test_k_search_finds_the_minimum_over_every_k(name, params):
+    # The search visits ~25 of the 120 k; its minimum must be the minimum over all of them,
+    # interior minimisers included (l_1.5: k = 2 for Laplace, k ~ 15 for beta = 0.5).
+    engine = ExactEngine(create_noise(name, sigma=1.0, **params))
+    dim, margin, rtol = 120, engine.config.margin, engine.config.rtol
+    every = {k: engine.boundary_scale(k, 0.9, 0.1) * (1 - margin) for k in range(1, dim + 1)}
+    for p in (1.0, 1.5, 2.0, 3.0):
+        best = min(lp_norm_of_structured(a, k, p) for k, a in every.items())
+        got, _ = engine.radius(0.9, 0.1, [p], dim)[p]
+        # Two root searches from different starts agree to their tolerance, not better.
+        assert got == pytest.approx(best, rel=2 * rtol), (p, got, best)
+
+
+def test_refine_grid_is_geometric_and_keeps_both_ends():
+    assert refine_grid(2048, 3072, 1.1) == [2048, 2253, 2478, 2726, 2998, 3072]
+    assert refine_grid(1, 4, 1.1) == [1, 2, 3, 4]  # consecutive where 1.1 is finer than 1
+    ks = refine_grid(16, 64, 1.1)
+    steps = [b / a for a, b in zip(ks, ks[1:], strict=False)]
+    assert ks[0] == 16 and ks[-1] == 64 and max(steps) <= 1.1 + 1 / 16, steps
+
+
+def test_bracketed_root_returns_the_inside_end_within_tolerance():
+    roots = {
+        "nearly linear": lambda x: 1.0 - 3.0 * x + 0.1 * (x - 1 / 3) ** 2,
+        "convex": lambda x: math.exp(-5 * x) - math.exp(-5 / 3),
+        "steep": lambda x: math.tanh(20 * (1 / 3 - x)),
+    }
+    for name, f in roots.items():  # every root at 1/3, f > 0 below it
+        lo = bracketed_root(f, 1e-3, 1.0, f(1e-3), f(1.0), rtol=1e-6)
+        assert f(lo) > 0 and 0 <= 1 / 3 - lo <= 1e-6 / 3, (name, lo)

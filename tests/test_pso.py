@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from unicr_pl.noises import create_noise
-from unicr_pl.radius import PSOConfig, certified_radius
+from unicr_pl.radius import PSOConfig, certified_radii, certified_radius
 from unicr_pl.radius import closed_forms as cf
-from unicr_pl.radius.monte_carlo import scalar_search
+from unicr_pl.radius.monte_carlo import draw_noise, scalar_search
+from unicr_pl.radius.pso import direction_radii, positions_around, pso_radius
 
 P_AS = [0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
 # The closed forms sit at the swarm's symmetric start (axis for l1/l2, diagonal for l_inf), so
@@ -82,3 +83,53 @@ def test_scalar_search_returns_the_inside_end():
     v = torch.eye(3, dtype=torch.float64)
     lam = scalar_search(gap, v, rtol=1e-6)
     assert torch.all(lam <= 1.0) and torch.all(lam > 1 - 2e-6)
+
+
+def test_swarm_from_given_starts_keeps_them_exactly_and_spreads_the_rest():
+    gen = torch.Generator().manual_seed(0)
+    v = torch.zeros(50, dtype=torch.float64)
+    v[:5] = 3.0
+    starts = torch.stack([v, -v])
+    pos, m = positions_around(starts, 6, 50, 2.0, 0.1, gen)
+    unit = v / v.norm()
+    assert m == 2
+    assert torch.allclose(pos[0], unit) and torch.allclose(pos[1], -unit)
+    assert torch.allclose(pos.norm(dim=-1), torch.ones(6, dtype=torch.float64))
+    # The others: jittered copies at a relative distance ~0.1 before renormalisation.
+    dist = torch.stack([(pos[i] - pos[i % 2]).norm() for i in range(2, 6)])
+    assert torch.all(dist > 0.05) and torch.all(dist < 0.15), dist
+    with pytest.raises(ValueError, match="start directions"):
+        positions_around(starts, 1, 50, 2.0, 0.1, gen)
+
+
+def test_pso_start_radius_is_the_start_directions_radius_on_the_same_draws():
+    noise = create_noise("laplace", sigma=1.0)
+    cfg = PSOConfig(n=1000, particles=3, iterations=1, rtol=1e-4)
+    v = torch.zeros(64, dtype=torch.float64)
+    v[:8] = 1.0
+    out = pso_radius(noise, 0.9, 0.1, 2.0, 64, cfg, seed=4, start=v)
+    eps = draw_noise(noise, cfg.n, 64, 4, "cpu")
+    alone = direction_radii(noise, eps, (v / v.norm())[None], 0.9, 0.1, cfg.rtol)
+    assert out["start_radius"] == pytest.approx(float(alone[0]), rel=1e-12)
+    assert out["radius"] <= out["start_radius"]
+
+
+@pytest.mark.parametrize(("name", "norm"), [("gaussian", 2), ("laplace", 2), ("gennormal", 1)])
+def test_refine_only_lowers_the_exact_radius(name, norm):
+    noise = create_noise(name, sigma=1.0)
+    cfg = PSOConfig(n=2000, particles=4, iterations=2)
+    exact = certified_radii(noise, 0.9, norms=[norm], dim=256)[0]
+    refined = certified_radii(noise, 0.9, norms=[norm], dim=256, refine=True, pso=cfg, seed=2)[0]
+    gain = refined.details["pso_gain"]
+    assert refined.details["worst_k"] == exact.details["worst_k"]
+    assert 0 < gain <= 1 and refined.radius == pytest.approx(exact.radius * gain, rel=1e-12)
+    # Gaussian noise is isotropic: no direction beats another at equal l2 norm, so a gain well
+    # below 1 would be Monte Carlo selection bias, which the fresh-draw re-measurement removes.
+    if name == "gaussian":
+        assert gain > 0.97, gain
+
+
+def test_refine_is_for_the_exact_method_only():
+    noise = create_noise("gaussian", sigma=1.0)
+    with pytest.raises(ValueError, match="refine applies to method 'exact'"):
+        certified_radii(noise, 0.9, dim=16, method="pso", refine=True)

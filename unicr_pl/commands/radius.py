@@ -22,9 +22,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--norm", nargs="+", default=["2"], help="l_p order(s): numbers or inf")
     p.add_argument("--dim", type=int, required=True, help="input dimension d")
     p.add_argument("--method", choices=METHODS, default="exact")
-    p.add_argument("--samples", type=int, help="Monte Carlo draws (method pso)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (method pso)")
-    p.add_argument("--device", default="cpu", help="torch device (method pso)")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="method exact: search further with the swarm from the worst structured direction "
+        "(the radius can only go down; a Monte Carlo estimate, see the README)",
+    )
+    p.add_argument("--samples", type=int, help="Monte Carlo draws (method pso, --refine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (method pso, --refine)")
+    p.add_argument("--device", default="cpu", help="torch device (method pso, --refine)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=run)
 
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
             samples=args.samples,
             seed=args.seed,
             device=args.device,
+            refine=args.refine,
         )
         for r in results:
             if args.json:

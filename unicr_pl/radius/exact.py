@@ -30,10 +30,10 @@ from unicr_pl.radius.neyman_pearson import boundary_gap
 class ExactConfig:
     """Settings of the structured search."""
 
-    rtol: float = 1e-7  # relative tolerance of the root in a
+    rtol: float = 1e-5  # relative tolerance of the root in a
     k_ratio: float = 2.0  # coarse geometric grid over k
     refine_ratio: float = 1.1  # finer grid around each norm's minimiser
-    dense_k: int = 8  # every k up to this is searched
+    dense_k: int = 4  # every k up to this is searched
     # Relative safety margin taken off every a*(k): covers the engine's numerical error, which
     # the tests measure against closed forms at ~2e-5 at worst (README, "Soundness").
     margin: float = 1e-4
@@ -50,8 +50,27 @@ def k_grid(dim: int, ratio: float, dense: int) -> list[int]:
     return sorted(x for x in ks if 1 <= x <= dim)
 
 
+def refine_grid(left: int, right: int, ratio: float) -> list[int]:
+    """Every k in [left, right] on a geometric grid of the given ratio (consecutive where the
+    ratio is finer than 1), both ends included."""
+    ks, k = {left, right}, float(left)
+    while k < right:
+        ks.add(int(round(k)))
+        k = max(k * ratio, k + 1)
+    return sorted(x for x in ks if x <= right)
+
+
+def _accelerate(grow: float) -> float:
+    """Next bracket step: 8x the previous widening, and at least squaring it."""
+    return max(1.0 + 8.0 * (grow - 1.0), grow * grow)
+
+
 def bracketed_root(f, lo: float, hi: float, f_lo: float, f_hi: float, rtol: float) -> float:
-    """Illinois regula falsi on f(lo) > 0 >= f(hi); returns the inside end lo at convergence."""
+    """Illinois regula falsi on f(lo) > 0 >= f(hi); returns the inside end lo at convergence.
+
+    Each step lands at least half the tolerance inside the bracket: once the secant sits on the
+    root, the next step then closes the bracket from the other side instead of creeping.
+    """
     side = 0
     for _ in range(200):
         if hi - lo <= rtol * hi:
@@ -59,6 +78,8 @@ def bracketed_root(f, lo: float, hi: float, f_lo: float, f_hi: float, rtol: floa
         x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
         if not lo < x < hi:
             x = 0.5 * (lo + hi)
+        nudge = 0.5 * rtol * hi
+        x = min(max(x, lo + nudge), hi - nudge)
         fx = f(x)
         if fx > 0:
             lo, f_lo = x, fx
@@ -109,9 +130,19 @@ class ExactEngine:
         return self._scale / math.sqrt(k)
 
     def boundary_scale(
-        self, k: int, p_a: float, p_b: float, sign: float = 1.0, guess: float | None = None
+        self,
+        k: int,
+        p_a: float,
+        p_b: float,
+        sign: float = 1.0,
+        guess: float | None = None,
+        spread: float = 0.02,
     ) -> float:
-        """a*(k): the largest a found inside the boundary, before the margin (inf if none)."""
+        """a*(k): the largest a found inside the boundary, before the margin (inf if none).
+
+        `guess` starts the bracket, whose first step is a factor 1 + `spread` (how far off the
+        guess is expected to be); each further step is 8x wider.
+        """
         if p_a <= p_b:
             return 0.0
 
@@ -119,7 +150,7 @@ class ExactEngine:
             return self.gap(sign * a, k, p_a, p_b)
 
         a = guess if guess is not None else self._initial_scale(k, p_a, p_b)
-        grow = 1.25 if guess is not None else 2.0
+        grow = 1.0 + max(spread, self.config.rtol) if guess is not None else 2.0
         fa = f(a)
         if fa > 0:  # expand upwards until outside
             lo, f_lo = a, fa
@@ -128,7 +159,7 @@ class ExactEngine:
                 f_hi = f(hi)
                 if f_hi <= 0:
                     break
-                lo, f_lo, grow = hi, f_hi, grow * grow  # accelerate when the guess is far off
+                lo, f_lo, grow = hi, f_hi, _accelerate(grow)  # the guess is far off
                 if lo > 1e12 * self._scale:
                     return math.inf
             else:
@@ -140,7 +171,7 @@ class ExactEngine:
                 f_lo = f(lo)
                 if f_lo > 0:
                     break
-                hi, f_hi, grow = lo, f_lo, grow * grow
+                hi, f_hi, grow = lo, f_lo, _accelerate(grow)
                 if hi < 1e-12 * self._scale:
                     return 0.0
             else:
@@ -150,20 +181,34 @@ class ExactEngine:
     def scales(self, ks: list[int], p_a: float, p_b: float, cache: dict[int, float]) -> None:
         """Fills cache[k] = a*(k) (margin applied) for the given k, both signs if asymmetric.
 
-        Each root search starts from the nearest k already solved, scaled by sqrt(k_0 / k)
-        (exact for Gaussian noise), so the bracket is usually found in one or two steps.
+        Each root search starts from a guess: the two nearest k already solved, extended as a
+        power law a ~ k^m (m in [-1, 0]; m = -1/2 is exact for Gaussian noise), so a tight
+        bracket is usually found in one or two steps.
         """
         signs = (1.0,) if self.noise.symmetric else (1.0, -1.0)
+        spread = 0.02  # how far off the last guess was: sizes the next bracket
         for k in sorted(ks):
             if k in cache:
                 continue
-            solved = [j for j in cache if 0 < cache[j] < math.inf]
-            guess = None
-            if solved:
-                j = min(solved, key=lambda j: abs(math.log(j / k)))
-                guess = cache[j] / (1 - self.config.margin) * math.sqrt(j / k)
-            a = min(self.boundary_scale(k, p_a, p_b, s, guess) for s in signs)
+            guess = self._guess(k, cache)
+            a = min(self.boundary_scale(k, p_a, p_b, s, guess, 4 * spread) for s in signs)
+            if guess is not None and 0 < a < math.inf:
+                spread = abs(math.log(a / guess))
             cache[k] = a * (1 - self.config.margin)
+
+    def _guess(self, k: int, cache: dict[int, float]) -> float | None:
+        solved = sorted(
+            (j for j in cache if 0 < cache[j] < math.inf), key=lambda j: abs(math.log(j / k))
+        )
+        if not solved:
+            return None
+        j = solved[0]
+        slope = -0.5
+        if len(solved) > 1:
+            i = solved[1]
+            slope = math.log(cache[i] / cache[j]) / math.log(i / j)
+            slope = min(0.0, max(-1.0, slope))
+        return cache[j] / (1 - self.config.margin) * (k / j) ** slope
 
     def radius(
         self, p_a: float, p_b: float, norms: list[float], dim: int
@@ -179,8 +224,7 @@ class ExactEngine:
             best = min(grid, key=lambda k, p=p: lp_norm_of_structured(cache[k], k, p))
             i = grid.index(best)
             left, right = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-            offsets = k_grid(right - left + 1, cfg.refine_ratio, 8)  # 1, 2, ... up to the span
-            self.scales([left + o - 1 for o in offsets], p_a, p_b, cache)
+            self.scales(refine_grid(left, right, cfg.refine_ratio), p_a, p_b, cache)
         out = {}
         for p in norms:
             k_best = min(cache, key=lambda k, p=p: lp_norm_of_structured(cache[k], k, p))

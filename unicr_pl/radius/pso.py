@@ -50,6 +50,35 @@ def initial_positions(particles: int, dim: int, p: float, jitter: float, gen, de
     return _unit(base + noise, p)
 
 
+def positions_around(start: torch.Tensor, particles: int, dim: int, p: float, spread: float, gen):
+    """Particles around the given start directions: [P, d] at unit l_p norm, and how many of
+    them sit exactly on a start. The others (cycling through the starts) are moved by a random
+    offset of l_p norm `spread` (relative to the unit start), far enough to explore."""
+    start = _unit(
+        torch.as_tensor(start, dtype=torch.float64, device=gen.device).reshape(-1, dim), p
+    )
+    m = start.shape[0]
+    if m > particles:
+        raise ValueError(f"{m} start directions for {particles} particles")
+    base = start[torch.arange(particles, device=gen.device) % m]  # [P, d]
+    offset = torch.randn(base.shape, dtype=base.dtype, device=base.device, generator=gen)
+    offset = spread * _unit(offset, p)
+    offset[:m] = 0
+    return _unit(base + offset, p), m
+
+
+def direction_radii(
+    noise: Noise, eps: torch.Tensor, directions: torch.Tensor, p_a: float, p_b: float, rtol: float
+) -> torch.Tensor:
+    """||lambda v||_p at the boundary along each unit l_p direction v [P, d], on draws eps."""
+
+    def gap(delta: torch.Tensor) -> torch.Tensor:
+        return monte_carlo_gap(noise, eps, delta, p_a, p_b)
+
+    # v has unit l_p norm, so the radius of the scaled point is lambda itself.
+    return scalar_search(gap, directions, rtol=rtol)
+
+
 def pso_radius(
     noise: Noise,
     p_a: float,
@@ -60,27 +89,37 @@ def pso_radius(
     seed: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float64,
+    start: torch.Tensor | None = None,
+    start_spread: float = 0.1,
 ) -> dict:
     """Certified l_p radius by the paper's two-phase optimisation (Eq. 4).
 
+    Args:
+        start: [d] or [m, d] directions to start from instead of Appendix C.3's (e.g. the
+            exact engine's worst structured direction); the first m particles sit exactly on
+            them, the others at a relative l_p distance `start_spread` around them.
+
     Returns:
-        dict with `radius` (the smallest ||lambda v||_p found) and `direction` (that v, on CPU).
+        dict with `radius` (the smallest ||lambda v||_p found), `direction` (that v, on CPU)
+        and `start_radius` (the smallest radius among the exact start positions).
     """
     cfg = config or PSOConfig()
     eps = draw_noise(noise, cfg.n, dim, seed, device, dtype)  # [n, d], fixed during the search
     gen = torch.Generator(device=device)
     gen.manual_seed(0 if seed is None else int(seed) + 1)
 
-    def gap(delta: torch.Tensor) -> torch.Tensor:
-        return monte_carlo_gap(noise, eps, delta, p_a, p_b)
-
     def cost(pos: torch.Tensor) -> torch.Tensor:
-        # pos has unit l_p norm, so the radius of the scaled point is lambda itself.
-        return scalar_search(gap, pos, rtol=cfg.rtol)
+        return direction_radii(noise, eps, pos, p_a, p_b, cfg.rtol)
 
-    pos = initial_positions(cfg.particles, dim, p, cfg.jitter, gen, device, dtype)  # [P, d]
+    if start is None:
+        pos = initial_positions(cfg.particles, dim, p, cfg.jitter, gen, device, dtype)  # [P, d]
+        exact_starts = 1
+    else:
+        pos, exact_starts = positions_around(start, cfg.particles, dim, p, start_spread, gen)
+        pos = pos.to(dtype=dtype)
     vel = torch.zeros_like(pos)
     best_pos, best_cost = pos.clone(), cost(pos)  # per particle
+    start_radius = float(best_cost[:exact_starts].min())
     g = int(torch.argmin(best_cost))
     for _ in range(cfg.iterations):
         r1 = torch.rand(pos.shape, device=device, dtype=dtype, generator=gen)
@@ -98,4 +137,8 @@ def pso_radius(
         better = c < best_cost
         best_pos[better], best_cost[better] = pos[better], c[better]
         g = int(torch.argmin(best_cost))
-    return {"radius": float(best_cost[g]), "direction": best_pos[g].cpu()}
+    return {
+        "radius": float(best_cost[g]),
+        "direction": best_pos[g].cpu(),
+        "start_radius": start_radius,
+    }
