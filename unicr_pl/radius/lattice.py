@@ -112,9 +112,8 @@ class StructuredLogRatio:
 
     def law(self, a: float, k: int) -> LatticeLaw:
         """Law of L for k coordinates shifted by a (the others unperturbed contribute 0)."""
-        # Every pass below touches 2^17 cells: they are written to make as few passes as they
-        # can (dot products for moments, no copies where nothing is cut), since one radius
-        # evaluates ~75 laws.
+        # Every pass below touches 2^17 cells, and one radius evaluates 40-100 laws: few passes
+        # (weighted sums for the moments, no copies where nothing is cut).
         z = self.z_values(a)
         w = self.cell_mass
         finite = np.isfinite(z)
