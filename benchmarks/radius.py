@@ -95,6 +95,12 @@ def main() -> None:
         certified_radius(noise, 0.7, norm=2, dim=dim)  # warm the engine's tables
         r, s = timed(lambda d=dim: certified_radius(noise, p_a, norm=2, dim=d))
         row("exact, one l2 radius (all k searched)", dim, s, r, ref)
+    others = [("laplace", {}), ("gennormal", {"beta": 0.75}), ("gennormal", {"beta": 3.0})]
+    for name, params in others:  # no closed form for l2: radius only
+        other = create_noise(name, sigma=1.0, **params)
+        certified_radius(other, 0.7, norm=2, dim=3072)
+        r, s = timed(lambda n=other: certified_radius(n, p_a, norm=2, dim=3072))
+        print(f"{'  same, ' + other.describe():44s} {3072:7d} {s:9.3f} {r:10.5f}")
     for dim in (784, 3072) if args.quick else (784, 3072, 150528):
         cfg = PSOConfig() if dim < 100_000 else PSOConfig(n=1000, particles=2, iterations=1)
         r, s = timed(

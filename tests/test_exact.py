@@ -10,7 +10,7 @@ from unicr_pl.noises import create_noise
 from unicr_pl.radius import certified_radii, certified_radius
 from unicr_pl.radius import closed_forms as cf
 from unicr_pl.radius.checks import lp_norm_of_structured
-from unicr_pl.radius.exact import ExactEngine, bracketed_root, refine_grid
+from unicr_pl.radius.exact import ExactEngine, inside_root, refine_grid
 from unicr_pl.radius.neyman_pearson import boundary_gap
 
 P_AS = [0.51, 0.6, 0.75, 0.9, 0.99, 0.999, 0.9999]
@@ -192,6 +192,44 @@ def test_laplace_l2_boundary_at_large_k_against_exact_count_oracle():
     assert oracle_gap(r * 0.995) > 0 > oracle_gap(r * 1.005)
 
 
+def laplace_lattice_gap(b, a, k, p_a, sub=256):
+    """Independent oracle for Laplace noise (scale b) at any k: one Z_a is -c (eps < 0), +c
+    (eps > a) or (2 eps - a) / b in between, c = a / b. On a lattice of step c / sub both atoms
+    sit exactly on lattice points and the middle part is binned by exact cell integrals, so
+    the k-fold sum (one FFT over its whole support, no window) is off only by the binning
+    of the middle part, ~1e-7 in a*(k) here. Returns K for p_B = 1 - p_A."""
+    from scipy.fft import next_fast_len
+
+    c = a / b
+    h = c / sub
+    j = np.arange(-sub, sub + 1)
+    eps_lo = (b * np.clip((j - 0.5) * h, -c, c) + a) / 2
+    eps_hi = (b * np.clip((j + 0.5) * h, -c, c) + a) / 2
+    pmf = 0.5 * (np.exp(-eps_lo / b) - np.exp(-eps_hi / b))
+    pmf[0] += 0.5
+    pmf[-1] += 0.5 * math.exp(-c)
+    size = 2 * k * sub + 1
+    n = next_fast_len(size, real=True)
+    total = np.clip(np.fft.irfft(np.fft.rfft(pmf, n) ** k, n)[:size], 0.0, None)
+    values = torch.from_numpy((np.arange(size) - k * sub) * h)
+    mass = torch.from_numpy(total / total.sum())
+    return float(boundary_gap(values, mass, p_a, 1 - p_a))
+
+
+@pytest.mark.parametrize("k", [64, 784])
+def test_laplace_boundary_against_exact_lattice_oracle(k):
+    # Laplace's Z_a sits mostly on two atoms. Rounding each Z to the engine's lattice put the
+    # radius up to +1.3e-4 off (more than the margin) depending on how the atoms met the
+    # lattice; the split between neighbouring points keeps it within ~5e-5.
+    noise = create_noise("laplace", sigma=1.0)
+    engine = ExactEngine(noise)
+    for p_a in (0.6, 0.999, 0.9999):
+        a = engine.boundary_scale(k, p_a, 1 - p_a)
+        reported = a * (1 - engine.config.margin)
+        assert laplace_lattice_gap(noise.alpha, reported, k, p_a) > 0, (k, p_a)  # certified
+        assert laplace_lattice_gap(noise.alpha, a * (1 + 1e-4), k, p_a) < 0, (k, p_a)  # tight
+
+
 def edgeworth_gap(alpha, beta, a, k, p_a):
     """Independent oracle for large k (generalised normal noise): the cumulants of one Z_a
     under X and under Y by adaptive quadrature (scipy.integrate.quad, split at the cusps 0
@@ -308,12 +346,47 @@ def test_refine_grid_is_geometric_and_keeps_both_ends():
     assert ks[0] == 16 and ks[-1] == 64 and max(steps) <= 1.1 + 1 / 16, steps
 
 
-def test_bracketed_root_returns_the_inside_end_within_tolerance():
-    roots = {
-        "nearly linear": lambda x: 1.0 - 3.0 * x + 0.1 * (x - 1 / 3) ** 2,
+def test_inside_root_returns_the_inside_end_within_tolerance():
+    roots = {  # every root at 1/3, f > 0 below it
+        "nearly linear": lambda x: (1 / 3 - x) * (1 + 0.1 * x),
         "convex": lambda x: math.exp(-5 * x) - math.exp(-5 / 3),
         "steep": lambda x: math.tanh(20 * (1 / 3 - x)),
+        "steps (atoms of L)": lambda x: math.floor(200 * (1 / 3 - x)) + 0.5,
     }
-    for name, f in roots.items():  # every root at 1/3, f > 0 below it
-        lo = bracketed_root(f, 1e-3, 1.0, f(1e-3), f(1.0), rtol=1e-6)
-        assert f(lo) > 0 and 0 <= 1 / 3 - lo <= 1e-6 / 3, (name, lo)
+    rtol = 1e-6
+    for name, f in roots.items():
+        for x0 in (1e-4, 0.3, 0.34, 50.0):  # far below, near, far above
+            for slope in (-1.0, -1e-3, -1e3):  # a good, a flat and a steep expected slope
+                calls = []
+
+                def counted(x, f=f, calls=calls):
+                    calls.append(x)
+                    return f(x)
+
+                lo, _ = inside_root(counted, x0, f(x0), slope, rtol, (1e-12, 1e12))
+                assert f(lo) > 0 and 0 <= 1 / 3 - lo <= rtol / 3, (name, x0, slope, lo)
+                assert len(calls) <= 60, (name, x0, slope, len(calls))
+
+
+def test_inside_root_gives_up_at_the_limits():
+    assert inside_root(lambda x: 1.0, 1.0, 1.0, -1.0, 1e-6, (1e-6, 1e6))[0] == math.inf
+    assert inside_root(lambda x: -1.0, 1.0, -1.0, -1.0, 1e-6, (1e-6, 1e6))[0] == 0.0
+
+
+def test_one_table_shared_between_threads_gives_the_sequential_laws():
+    # The tables reuse scratch buffers between calls, and engines are cached per noise, so
+    # threads may share one: each law must still be its own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = ExactEngine(create_noise("laplace", sigma=1.0)).table
+    jobs = [(a, k) for a in (0.01, 0.02, 0.05, 0.1) for k in (1, 2, 300)]
+
+    def run(job):
+        a, k = job
+        return table.single_law(a)[0].numpy() if k == 1 else table.law(a, k).mass
+
+    expected = [run(job) for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(run, jobs), expected, strict=True):
+                np.testing.assert_array_equal(got, want)

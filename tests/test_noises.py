@@ -205,3 +205,30 @@ def test_exponential_mixture_far_tail_sampler():
     noise = create_noise("expmix", alpha=1.0, beta=0.99999)
     x = draws(noise, n=50_000)
     assert stats.kstest(x, stats.laplace.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("gaussian", {}),
+        ("laplace", {}),
+        ("hypsecant", {}),
+        ("gennormal", {"beta": 0.5}),
+        ("gennormal", {"beta": 2.0}),
+        ("cauchy", {"alpha": 0.7}),
+        ("pareto", {"alpha": 0.7, "beta": 1.5}),
+        ("lapgauss", {"beta": 0.3}),
+        ("expmix", {"beta": 0.4}),
+        ("uniform", {}),
+        ("custom", {"log_density": lambda y: -(y**4)}),
+    ],
+)
+def test_in_place_log_prob_matches_log_prob(name, params):
+    noise = create_noise(name, **params)
+    x = torch.tensor([-1e6, -3.7, -1.0, -0.25, 0.0, 1e-300, 0.5, 1.0, 1.0 + 1e-12, 2.0, 40.0])
+    x = x.double() * noise.alpha
+    expected = noise.log_prob(x)
+    buffer = x.clone()
+    out = noise.log_prob_(buffer)
+    assert out.data_ptr() == buffer.data_ptr()  # written in place, not a new tensor
+    torch.testing.assert_close(out, expected, rtol=1e-15, atol=0.0, equal_nan=True)

@@ -36,6 +36,9 @@ class Gaussian(Noise):
     def _log_prob_std(self, y):
         return -y * y
 
+    def _log_prob_std_(self, y):
+        return y.square_().neg_()
+
     def _sample_std(self, shape, device, dtype, generator):
         return torch.randn(shape, device=device, dtype=dtype, generator=generator) / math.sqrt(2)
 
@@ -51,6 +54,9 @@ class Laplace(Noise):
 
     def _log_prob_std(self, y):
         return -y.abs()
+
+    def _log_prob_std_(self, y):
+        return y.abs_().neg_()
 
     def _sample_std(self, shape, device, dtype, generator):
         e = -torch.log(uniform_open(shape, device, dtype, generator))
@@ -70,6 +76,10 @@ class HyperbolicSecant(Noise):
         a = y.abs()
         # log sech(y) = -log cosh(y), written to stay finite for large |y|.
         return -(a + torch.log1p(torch.exp(-2 * a)) - math.log(2))
+
+    def _log_prob_std_(self, y):
+        a = y.abs_()
+        return a.add_(torch.exp(-2 * a).log1p_()).sub_(math.log(2)).neg_()
 
     def _sample_std(self, shape, device, dtype, generator):
         u = uniform_open(shape, device, dtype, generator)
@@ -130,6 +140,9 @@ class GeneralNormal(Noise):
     def _log_prob_std(self, y):
         return -(y.abs() ** self.beta)
 
+    def _log_prob_std_(self, y):
+        return y.abs_().pow_(self.beta).neg_()
+
     def _sample_std(self, shape, device, dtype, generator):
         # |y|^beta ~ Gamma(1 / beta, 1).
         g = sample_gamma(shape, 1 / self.beta, device, dtype, generator)
@@ -147,6 +160,9 @@ class Cauchy(Noise):
 
     def _log_prob_std(self, y):
         return -torch.log1p(y * y)
+
+    def _log_prob_std_(self, y):
+        return y.square_().log1p_().neg_()
 
     def _sample_std(self, shape, device, dtype, generator):
         u = uniform_open(shape, device, dtype, generator)
@@ -173,6 +189,9 @@ class Pareto(Noise):
 
     def _log_prob_std(self, y):
         return -(self.beta + 1) * torch.log1p(y.abs())
+
+    def _log_prob_std_(self, y):
+        return y.abs_().log1p_().mul_(-(self.beta + 1))
 
     def _sample_std(self, shape, device, dtype, generator):
         u = uniform_open(shape, device, dtype, generator)
@@ -309,6 +328,10 @@ class Uniform(Noise):
     def _log_prob_std(self, y):
         inside = y.abs() <= 1
         return torch.where(inside, torch.zeros_like(y), torch.full_like(y, -math.inf))
+
+    def _log_prob_std_(self, y):
+        inside = y.abs_() <= 1
+        return y.fill_(-math.inf).masked_fill_(inside, 0.0)
 
     def _sample_std(self, shape, device, dtype, generator):
         return 2 * torch.rand(shape, device=device, dtype=dtype, generator=generator) - 1

@@ -15,6 +15,7 @@ the diagonal k = d is provably the minimiser within the family.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,38 +61,74 @@ def refine_grid(left: int, right: int, ratio: float) -> list[int]:
     return sorted(x for x in ks if x <= right)
 
 
-def _accelerate(grow: float) -> float:
-    """Next bracket step: 8x the previous widening, and at least squaring it."""
-    return max(1.0 + 8.0 * (grow - 1.0), grow * grow)
+def inside_root(
+    f: Callable[[float], float],
+    x0: float,
+    f0: float,
+    slope: float,
+    rtol: float,
+    limits: tuple[float, float],
+) -> tuple[float, float | None]:
+    """Root of a decreasing f (f > 0 inside) from a start x0 with f0 = f(x0); returns the
+    *inside* end of a bracket no wider than rtol (relative), and df/dlog x measured there.
 
-
-def bracketed_root(f, lo: float, hi: float, f_lo: float, f_hi: float, rtol: float) -> float:
-    """Illinois regula falsi on f(lo) > 0 >= f(hi); returns the inside end lo at convergence.
-
-    Each step lands at least half the tolerance inside the bracket: once the secant sits on the
-    root, the next step then closes the bracket from the other side instead of creeping.
+    Works in u = log x. Each new point is the predicted root (a Newton step with `slope`, the
+    expected df/du, or the secant through two points on the same side, or regula falsi inside
+    a bracket), pushed 0.3 tolerance past it towards the end not yet held within tolerance, so
+    that an accurate prediction closes the bracket at the next evaluation: 2-4 evaluations
+    from a good start. Where regula falsi creeps up from one side it overshoots by its last
+    move; it bisects where the bracket stalls, and grows its step where f is flat. Returns 0
+    (or inf) if f stays <= 0 (> 0) down to limits[0] (up to limits[1]).
     """
-    side = 0
+    tol = -math.log1p(-rtol)  # hi - lo <= rtol * hi  <=>  log(hi / lo) <= tol
+    push = 0.3 * tol
+    u_min, u_max = math.log(limits[0]), math.log(limits[1])
+    lo: tuple[float, float] | None = None  # (u, f) with f > 0, the largest such u seen
+    hi: tuple[float, float] | None = None  # (u, f) with f <= 0, the smallest such u seen
+    points = [(math.log(x0), f0)]
+    step, repeats, widths = 0.0, 0, []
     for _ in range(200):
-        if hi - lo <= rtol * hi:
-            break
-        x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-        if not lo < x < hi:
-            x = 0.5 * (lo + hi)
-        nudge = 0.5 * rtol * hi
-        x = min(max(x, lo + nudge), hi - nudge)
-        fx = f(x)
-        if fx > 0:
-            lo, f_lo = x, fx
-            if side == 1:
-                f_hi *= 0.5
-            side = 1
+        u, fu = points[-1]
+        if len(points) > 1 and (fu > 0) == (points[-2][1] > 0):
+            repeats += 1
         else:
-            hi, f_hi = x, fx
-            if side == -1:
-                f_lo *= 0.5
-            side = -1
-    return lo
+            repeats = 0
+        if fu > 0 and (lo is None or u > lo[0]):
+            lo = (u, fu)
+        if fu <= 0 and (hi is None or u < hi[0]):
+            hi = (u, fu)
+        if lo is not None and hi is not None:  # bracketed
+            width = hi[0] - lo[0]
+            if width <= tol:
+                s = (hi[1] - lo[1]) / width
+                return math.exp(lo[0]), (s if s < 0 else None)
+            r = hi[0] - hi[1] * width / (hi[1] - lo[1])  # regula falsi
+            if repeats:  # the same end moved twice: the secant creeps up on the root from
+                r += abs(r - u) if fu > 0 else -abs(r - u)  # that side; overshoot it
+            widths.append(width)
+            if not lo[0] < r < hi[0] or (len(widths) > 3 and width > 0.5 * widths[-4]):
+                r = lo[0] + 0.5 * width  # bisect where the secant stalls (very uneven ends)
+            r += push if hi[0] - r >= r - lo[0] else -push
+            nxt = min(max(r, lo[0] + 0.5 * tol), hi[0] - 0.5 * tol)
+        else:  # one side only: step towards the root
+            if u >= u_max and fu > 0:
+                return math.inf, None
+            if u <= u_min and fu <= 0:
+                return 0.0, None
+            s, stalled = slope, False
+            if len(points) > 1:  # both points on this side: their secant is the local slope
+                (u1, f1), (u2, f2) = points[-2], points[-1]
+                if (f2 - f1) / (u2 - u1) < 0:
+                    s = (f2 - f1) / (u2 - u1)
+                stalled = abs(f2) > 0.9 * abs(f1)  # f flat here (atoms of L): widen instead
+            d = abs(fu / s) if s < 0 else math.nan  # Newton: the root is |f / s| away
+            if not math.isfinite(d) or stalled:
+                d = max(d if math.isfinite(d) else 0.0, 2 * step if step > 0 else 1.0)
+            # At most 4x the previous step (1 on the first): a bad slope must not fly off.
+            step = min(d + push, 4 * step if step > 0 else 1.0)
+            nxt = min(max(u + step if fu > 0 else u - step, u_min), u_max)
+        points.append((nxt, f(math.exp(nxt))))
+    raise RuntimeError("radius root search did not converge in 200 evaluations")
 
 
 class ExactEngine:
@@ -129,6 +166,13 @@ class ExactEngine:
             return max(spread, 1e-3) / math.sqrt(k * self._fisher)
         return self._scale / math.sqrt(k)
 
+    def _normal_slope(self, p_a: float, p_b: float) -> float:
+        """dK/dlog a at the boundary if L were normal (exact for Gaussian noise): with
+        t = a sqrt(k I), K = Phi(z_A - t) - Phi(z_B + t), and t* = (z_A - z_B) / 2."""
+        z_a, z_b = ndtri(min(p_a, 1 - 1e-12)), ndtri(max(p_b, 1e-12))
+        t = max(float(z_a - z_b) / 2, 1e-3)
+        return -2 * t * math.exp(-0.125 * float(z_a + z_b) ** 2) / math.sqrt(2 * math.pi)
+
     def boundary_scale(
         self,
         k: int,
@@ -136,65 +180,55 @@ class ExactEngine:
         p_b: float,
         sign: float = 1.0,
         guess: float | None = None,
-        spread: float = 0.02,
+        slope: float | None = None,
     ) -> float:
         """a*(k): the largest a found inside the boundary, before the margin (inf if none).
 
-        `guess` starts the bracket, whose first step is a factor 1 + `spread` (how far off the
-        guess is expected to be); each further step is 8x wider.
+        `guess` starts the search (default: the normal approximation); `slope` is the expected
+        dK/dlog a there (default: the normal approximation's).
         """
+        return self._boundary_scale(k, p_a, p_b, sign, guess, slope)[0]
+
+    def _boundary_scale(
+        self,
+        k: int,
+        p_a: float,
+        p_b: float,
+        sign: float,
+        guess: float | None,
+        slope: float | None,
+    ) -> tuple[float, float | None]:
+        """(a*(k), the slope dK/dlog a measured at it) for one sign of a."""
         if p_a <= p_b:
-            return 0.0
+            return 0.0, None
 
         def f(a: float) -> float:
             return self.gap(sign * a, k, p_a, p_b)
 
         a = guess if guess is not None else self._initial_scale(k, p_a, p_b)
-        grow = 1.0 + max(spread, self.config.rtol) if guess is not None else 2.0
-        fa = f(a)
-        if fa > 0:  # expand upwards until outside
-            lo, f_lo = a, fa
-            for _ in range(400):
-                hi = lo * grow
-                f_hi = f(hi)
-                if f_hi <= 0:
-                    break
-                lo, f_lo, grow = hi, f_hi, _accelerate(grow)  # the guess is far off
-                if lo > 1e12 * self._scale:
-                    return math.inf
-            else:
-                return math.inf
-        else:  # shrink until inside
-            hi, f_hi = a, fa
-            for _ in range(400):
-                lo = hi / grow
-                f_lo = f(lo)
-                if f_lo > 0:
-                    break
-                hi, f_hi, grow = lo, f_lo, _accelerate(grow)
-                if hi < 1e-12 * self._scale:
-                    return 0.0
-            else:
-                return 0.0
-        return bracketed_root(f, lo, hi, f_lo, f_hi, self.config.rtol)
+        slope = slope if slope is not None else self._normal_slope(p_a, p_b)
+        limits = (1e-12 * self._scale, 1e12 * self._scale)
+        return inside_root(f, a, f(a), slope, self.config.rtol, limits)
 
     def scales(self, ks: list[int], p_a: float, p_b: float, cache: dict[int, float]) -> None:
         """Fills cache[k] = a*(k) (margin applied) for the given k, both signs if asymmetric.
 
         Each root search starts from a guess: the two nearest k already solved, extended as a
-        power law a ~ k^m (m in [-1, 0]; m = -1/2 is exact for Gaussian noise), so a tight
-        bracket is usually found in one or two steps.
+        power law a ~ k^m (m in [-1, 0]; m = -1/2 is exact for Gaussian noise), and from the
+        slope of K measured at the previous k's root, so most k take 2-3 evaluations.
         """
         signs = (1.0,) if self.noise.symmetric else (1.0, -1.0)
-        spread = 0.02  # how far off the last guess was: sizes the next bracket
+        slopes: dict[float, float | None] = dict.fromkeys(signs)
         for k in sorted(ks):
             if k in cache:
                 continue
             guess = self._guess(k, cache)
-            a = min(self.boundary_scale(k, p_a, p_b, s, guess, 4 * spread) for s in signs)
-            if guess is not None and 0 < a < math.inf:
-                spread = abs(math.log(a / guess))
-            cache[k] = a * (1 - self.config.margin)
+            best = math.inf
+            for s in signs:
+                a, slope = self._boundary_scale(k, p_a, p_b, s, guess, slopes[s])
+                slopes[s] = slope if slope is not None else slopes[s]
+                best = min(best, a)
+            cache[k] = best * (1 - self.config.margin)
 
     def _guess(self, k: int, cache: dict[int, float]) -> float | None:
         solved = sorted(
