@@ -225,8 +225,11 @@ def test_exponential_mixture_far_tail_sampler():
 )
 def test_in_place_log_prob_matches_log_prob(name, params):
     noise = create_noise(name, **params)
-    x = torch.tensor([-1e6, -3.7, -1.0, -0.25, 0.0, 1e-300, 0.5, 1.0, 1.0 + 1e-12, 2.0, 40.0])
-    x = x.double() * noise.alpha
+    x = torch.tensor(
+        [-1e6, -3.7, -1.0, -0.25, 0.0, 1e-300, 0.5, 1.0, 1.0 + 1e-12, 2.0, 40.0],
+        dtype=torch.float64,
+    )
+    x = x * noise.alpha
     expected = noise.log_prob(x)
     buffer = x.clone()
     out = noise.log_prob_(buffer)

@@ -79,7 +79,7 @@ class HyperbolicSecant(Noise):
 
     def _log_prob_std_(self, y):
         a = y.abs_()
-        return a.add_(torch.exp(-2 * a).log1p_()).sub_(math.log(2)).neg_()
+        return a.add_(torch.mul(a, -2).exp_().log1p_()).sub_(math.log(2)).neg_()
 
     def _sample_std(self, shape, device, dtype, generator):
         u = uniform_open(shape, device, dtype, generator)
