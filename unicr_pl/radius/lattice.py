@@ -202,7 +202,7 @@ class StructuredLogRatio:
     @_holds_scratch_lock
     def law(self, a: float, k: int) -> LatticeLaw:
         """Law of L for k coordinates shifted by a (the others unperturbed contribute 0)."""
-        # One radius evaluates 40-100 laws on 2^17+ cells each: few passes, none allocating
+        # One radius evaluates 35-100 laws on 2^17+ cells each: few passes, none allocating
         # in the common case (every Z finite, nothing cut).
         z = self._log_ratio_into(self._z, self._eps_t, self.base, a)
         w, total, lost = self.cell_mass, self._mass_total, 0.0
@@ -301,7 +301,7 @@ class StructuredLogRatio:
         pmf = np.clip(pmf, 0.0, None)  # FFT round-off (~1e-17) must not create negative mass
         finite_mass = (1.0 - lost_total) ** k
         pmf *= finite_mass / max(pmf.sum(), 1e-300)
-        # Lattice point j sits at lo + j * step with the rounded law's mean k * mean_r; map it
+        # Lattice point j sits at lo + j * step with the lattice law's mean k * mean_r; map it
         # to k * mean_c + shrink * (lo + j * step - k * mean_r).
         start = k * mean_c + shrink * (lo - k * mean_r)
         return LatticeLaw(start, shrink * step, pmf, 1.0 - finite_mass)
