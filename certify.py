@@ -17,12 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "certify":  # Lightning-based: imported only when needed
         from unicr_pl.commands import certify_dataset
 
-        try:
-            certify_dataset.run(argv[1:])
-        except (ValueError, FileNotFoundError) as err:
-            print(f"certify.py certify: error: {err}", file=sys.stderr)
-            return 2
-        return 0
+        return guarded("certify", lambda: certify_dataset.run(argv[1:]))
     parser = argparse.ArgumentParser(prog="certify.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("certify", help="certify a dataset from a train.py checkpoint (see --help)")
@@ -30,12 +25,25 @@ def main(argv: list[str] | None = None) -> int:
     curve.add_parser(sub)
     analyze.add_parser(sub)
     args = parser.parse_args(argv)
+    return guarded(args.command, lambda: args.run(args))
+
+
+def guarded(command: str, work) -> int:
+    """The error boundary of a subcommand: expected failures (bad input as ValueError, and the
+    OS's refusals: disk full, permission denied, missing file) become one line
+    `certify.py <command>: error: <what> (<file>)` and exit code 2; anything else keeps its
+    traceback."""
     try:
-        args.run(args)
-    except ValueError as err:  # bad input: one clear line, no traceback
-        print(f"certify.py {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        work()
+    except ValueError as err:
+        message = str(err)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        message = f"{err.strerror or err}{where}"
+    else:
+        return 0
+    print(f"certify.py {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The README's MNIST reproduction (paper Sec. 5.3: C-OPT, Table 2; I-OPT, Table 3 style),
-# with the settings that fit 2 CPU cores in about two hours. MNIST is read from ../shared/data
-# (torchvision layout, no download). Re-running skips the C-OPT runs that finished and resumes
-# the certification files.
+# with the settings that fit 2 CPU cores in about two hours. MNIST is read from $UNICR_DATA
+# (torchvision layout: $UNICR_DATA/MNIST/raw; default ./data; no download). Re-running skips the
+# C-OPT runs that finished and resumes the certification files.
 set -euo pipefail
 OUT=${OUT:-outputs}
+export UNICR_DATA=${UNICR_DATA:-data}
 
 # C-OPT: generalised normal noise, beta in {0.5, ..., 3} x sigma in {0.12, 0.25, 0.5, 1}: one MLP
 # per point (6 epochs), each certified at the end on its 1000 held-out validation images
@@ -16,7 +17,7 @@ python -m unicr_pl.copt configs/sweeps/copt_mnist.yaml --out "$OUT/copt_mnist" \
 
 # I-OPT against the fixed training noise, on the Gaussian model of the grid (beta = 2, sigma =
 # 0.25) and every 50th test image (200). n = 10,000 draws bound p_A for every variant.
-ckpt=$(ls "$OUT"/copt_mnist/beta=2.0_sigma=0.25/checkpoints/*.ckpt | head -n 1)
+ckpt="$OUT/copt_mnist/beta=2.0_sigma=0.25/checkpoints/last.ckpt"
 iopt="$OUT/iopt_mnist"
 mkdir -p "$iopt"
 common=(--ckpt "$ckpt" --split test --skip 50 --n0 100 --n 10000 --seed 0

@@ -213,3 +213,15 @@ def test_standard_classifier_through_iopt(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(read_results(tmp_path / "t8.tsv")) == 2
+
+
+def test_resume_certifies_exactly_the_missing_indices(ckpt, tmp_path):
+    path = tmp_path / "gaps.tsv"
+    assert certify(ckpt, path, "--max", "6").returncode == 0
+    header, *rows = path.read_text().splitlines()
+    kept = [r for r in rows if r.split("\t")[0] not in ("2", "4")]  # finished: 0, 1, 3, 5
+    path.write_text("\n".join([header, *kept]) + "\n")
+    again = certify(ckpt, path, "--max", "8")
+    assert again.returncode == 0 and "certifying 4 of 8 samples (4 done)" in again.stdout
+    assert sorted(int(r["idx"]) for r in read_results(path)) == list(range(8))
+    assert set(kept) <= set(path.read_text().splitlines())  # finished rows are kept as they were

@@ -1,6 +1,7 @@
 """C-OPT: the local runner enumerates W&B's grid, runs it, skips finished points, tabulates."""
 
 import csv
+import itertools
 import os
 from pathlib import Path
 
@@ -12,26 +13,64 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 
 
-def wandb_grid(cfg: dict) -> list[dict]:
-    """The grid as W&B's own controller code (the `sweeps` package) enumerates it."""
-    grid_search = pytest.importorskip("sweeps.grid_search")
-    runs = []
-    while True:
-        nxt = grid_search.grid_search_next_runs(runs, cfg)
-        if not nxt or nxt[0] is None:
-            return [{k: v["value"] for k, v in r.config.items()} for r in runs]
-        nxt[0].state = "finished"
-        runs.append(nxt[0])
+def wandb_grid(parameters: dict) -> list[dict]:
+    """The grid in the order W&B's controller suggests it (wandb/sweeps, src/sweeps/grid_search.py
+    and params.py), re-stated here so the check needs no package that pins numpy<2:
+
+    * parameters are taken in *sorted name* order (HyperParameterSet.from_config sorts them);
+    * `value` parameters are constants: in every run, not part of the product;
+    * the runs are itertools.product over the `values` lists, the last sorted name fastest;
+    * values are compared by a YAML hash in which an integral float equals the int, so a
+      repeated combination (e.g. values [1, 1.0]) is suggested once.
+    """
+    names = sorted(parameters)
+    grid = [n for n in names if "values" in parameters[n]]
+
+    def same(v):  # W&B's yaml_hash identity: 3.0 and 3 are one value
+        return repr(int(v)) if isinstance(v, float) and v.is_integer() else repr(v)
+
+    runs, seen = [], set()
+    for combo in itertools.product(*(parameters[n]["values"] for n in grid)):
+        key = tuple(same(v) for v in combo)
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen = dict(zip(grid, combo, strict=True))
+        runs.append({n: chosen[n] if n in chosen else parameters[n]["value"] for n in names})
+    return runs
+
+
+def test_wandb_grid_fixture_follows_the_documented_order():
+    # grid_search_next_runs' own docstring: {'a': {'values': [1, 2, 3]}} suggests a=1 first.
+    assert wandb_grid({"a": {"values": [1, 2, 3]}}) == [{"a": 1}, {"a": 2}, {"a": 3}]
+    # Sorted names: 'a' varies slowest even though the file lists it last; 'c' is a constant.
+    got = wandb_grid({"c": {"value": 7}, "b": {"values": [1, 2]}, "a": {"values": ["x", "y"]}})
+    assert [(p["a"], p["b"]) for p in got] == [("x", 1), ("x", 2), ("y", 1), ("y", 2)]
+    assert all(p["c"] == 7 for p in got)
+    assert wandb_grid({"a": {"values": [1, 1.0, 2]}}) == [{"a": 1}, {"a": 2}]
+
+
+EDGE_CASES = {  # what the repo's sweep files do not exercise: file order != sorted order, repeats
+    "unsorted": {"sigma": {"values": [0.25, 0.5]}, "beta": {"values": [1.0, 2.0, 0.5]}},
+    "constants": {
+        "noise": {"value": "gennormal"},
+        "beta": {"values": [2.0]},
+        "epochs": {"value": 3},
+    },
+    "repeats": {"beta": {"values": [1, 1.0, 2]}, "sigma": {"values": [0.5, 0.5]}},
+}
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_runner_and_wandb_enumerate_the_same_grid(path):
     cfg = copt.load_sweep(path)
-    ours = copt.grid_points(cfg)
-    theirs = wandb_grid(cfg)
-    key = lambda p: sorted((k, repr(v)) for k, v in p.items())  # noqa: E731
-    assert len(ours) == len(theirs)
-    assert sorted(map(key, ours)) == sorted(map(key, theirs))
+    assert copt.grid_points(cfg) == wandb_grid(cfg["parameters"])
+
+
+@pytest.mark.parametrize("name", EDGE_CASES)
+def test_runner_matches_wandb_on_edge_cases(name):
+    cfg = {"method": "grid", "parameters": EDGE_CASES[name]}
+    assert copt.grid_points(cfg) == wandb_grid(cfg["parameters"])
 
 
 def test_agent_style_arguments():

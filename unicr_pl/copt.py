@@ -24,6 +24,8 @@ import numpy as np
 import yaml
 
 from unicr_pl.metrics import robustness_score
+from unicr_pl.processes import die_with_parent
+from unicr_pl.results import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,15 +45,23 @@ def load_sweep(path: str | Path) -> dict:
 
 
 def grid_points(cfg: dict) -> list[dict]:
-    """All grid points as {parameter: value}, in file order (the cartesian product)."""
-    names = list(cfg["parameters"])
+    """All grid points as {parameter: value}, in the order W&B's grid search suggests them: the
+    cartesian product over parameters sorted by name, a repeated combination once (W&B compares
+    values by a YAML hash in which 3.0 equals 3)."""
+    names = sorted(cfg["parameters"])
     choices = [
         cfg["parameters"][n]["values"]
         if "values" in cfg["parameters"][n]
         else [cfg["parameters"][n]["value"]]
         for n in names
     ]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
+    points, seen = [], set()
+    for combo in itertools.product(*choices):
+        key = tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in combo)
+        if repr(key) not in seen:
+            seen.add(repr(key))
+            points.append(dict(zip(names, combo, strict=True)))
+    return points
 
 
 def agent_args(point: dict) -> list[str]:
@@ -65,39 +75,61 @@ def point_name(point: dict, cfg: dict) -> str:
 
 
 def run_points(cfg: dict, out: Path, parallel: int, extra: list[str]) -> list[tuple[dict, Path]]:
-    """Runs every unfinished point; returns (point, run directory) for all points."""
+    """Runs every unfinished point; returns (point, run directory) for all points.
+
+    Each point's run folder is locked (`<folder>.lock`) for as long as its process runs, and
+    the process inherits the lock: a rerun refuses to start beside a live run or orphan, naming
+    its pid. Children die with the runner (PR_SET_PDEATHSIG on Linux; killed on any exit)."""
     points = [(p, out / point_name(p, cfg)) for p in grid_points(cfg)]
     todo = [(p, d) for p, d in points if not (d / "DONE").exists()]
     print(f"{len(points)} grid points, {len(points) - len(todo)} already finished", flush=True)
     program = REPO / cfg.get("program", "train.py")
     gpus = _gpu_count()
-    running: list[tuple[subprocess.Popen, Path, object]] = []
-    for i, (point, run_dir) in enumerate(todo):
-        while len(running) >= max(1, parallel):
+    running: list[tuple[subprocess.Popen, Path, object, FileLock]] = []
+    try:
+        for i, (point, run_dir) in enumerate(todo):
+            while len(running) >= max(1, parallel):
+                _reap(running)
+            running.append(_start(i, len(todo), point, run_dir, program, gpus, extra))
+        while running:
             _reap(running)
+    finally:  # an error or Ctrl-C here must not leave runs going on without us
+        for proc, _, log, lock in running:
+            proc.kill()
+            proc.wait()
+            log.close()
+            lock.release()
+    return points
+
+
+def _start(i, total, point, run_dir: Path, program: Path, gpus: int, extra: list[str]):
+    """Locks the run folder, then starts its process (which holds the lock with us)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir).acquire()
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        args = [
-            sys.executable,
-            str(program),
-            *agent_args(point),
-            f"--trainer.default_root_dir={run_dir}",
-            *extra,
-        ]
+        args = [sys.executable, str(program), *agent_args(point)]
+        # --run_dir: train.py writes into exactly this folder (not a new one below it)
+        args += [f"--trainer.default_root_dir={run_dir}", f"--run_dir={run_dir}", *extra]
         log = open(run_dir / "train.log", "w")  # noqa: SIM115 (closed when the run ends)
-        print(f"[{i + 1}/{len(todo)}] {' '.join(args[2:])}", flush=True)
-        running.append(
-            (
-                subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
-                run_dir,
-                log,
-            )
+        print(f"[{i + 1}/{total}] {' '.join(args[2:])}", flush=True)
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock.fileno(),),  # the child keeps the folder locked while it lives
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (one prctl call, no locks)
         )
-    while running:
-        _reap(running)
-    return points
+    except BaseException:
+        lock.release()
+        raise
+    lock.note(f"{os.getpid()} (runner), {proc.pid} (run)")
+    return proc, run_dir, log, lock
 
 
 def _gpu_count() -> int:
@@ -110,7 +142,7 @@ def _gpu_count() -> int:
 
 
 def _reap(running: list) -> None:
-    proc, run_dir, log = running[0]
+    proc, run_dir, log, lock = running[0]
     code = proc.wait()
     log.close()
     running.pop(0)
@@ -118,12 +150,18 @@ def _reap(running: list) -> None:
         (run_dir / "DONE").write_text("")
     else:
         print(f"  run failed (exit {code}); see {run_dir / 'train.log'}", flush=True)
+    lock.release()
 
 
 def read_run(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """Per-norm (radius, correct) of a run's last certification (all ranks), or None."""
-    parts = sorted(run_dir.glob("certification_last.rank*.tsv"))
-    if not parts:
+    """Per-norm (radius, correct) of a run's last certification (all ranks), or None. train.py
+    writes into a run folder of its own under the point's folder: the newest one is read."""
+    folders = sorted((d for d in run_dir.glob("*/") if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    for folder in [*reversed(folders), run_dir]:
+        parts = sorted(folder.glob("certification_last.rank*.tsv"))
+        if parts:
+            break
+    else:
         return None
     rows = []
     for part in parts:

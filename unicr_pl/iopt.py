@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from unicr_pl.noises import Noise, create_noise
-from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier, clopper_pearson_lower
+from unicr_pl.smoothing import (
+    ABSTAIN,
+    SmoothedClassifier,
+    clopper_pearson_lower,
+    sample_seed,
+)
 
 RadiusFn = Callable[[Noise, float], float]  # (noise, p_A) -> radius for the chosen norm
 
@@ -68,14 +73,26 @@ def iopt(
     alpha: float,
     cfg: IOPTConfig,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
+    index: int = 0,
 ) -> IOPTResult:
-    """Hill climbing over the noise of one input x [1, ...]; see the module docstring."""
+    """Hill climbing over the noise of one input x [1, ...]; see the module docstring.
+
+    With `seed`, each candidate's draws are seeded by (seed, index, stage, candidate) (stage 2
+    for the search, 3 for the final fresh draws), so the result of input `index` does not
+    depend on what ran before it; otherwise all draws come from `generator` in turn.
+    """
     base_noise = smoothed.noise
     history: list[dict] = []
 
-    def evaluate(params: dict, draws: int) -> dict:
+    def evaluate(params: dict, draws: int, stage: int = 2) -> dict:
         smoothed.noise = create_noise(cfg.family, **params)
-        counts = smoothed.counts(x, draws, generator)[0].cpu().numpy()
+        seeds = None
+        if seed is not None:  # the candidate as integers (parameters sit on a 1e-6 grid)
+            key = [round(params[k] * 1e6) for k in sorted(params)]
+            seeds = [sample_seed(seed, index, stage, *key)]
+        counts = smoothed.counts(x, draws, generator, seeds=seeds, indices=[index])
+        counts = counts[0].cpu().numpy()
         top = int(np.argmax(counts))
         p_a = float(clopper_pearson_lower(counts[reference_class], draws, alpha))
         valid = top == reference_class and p_a > 0.5
@@ -103,7 +120,9 @@ def iopt(
                 break
         params = _params(best, cfg)
         if cfg.sound and best["valid"]:
-            final = evaluate(params, n)  # fresh draws: an honest bound for the chosen noise
+            final = evaluate(
+                params, n, stage=3
+            )  # fresh draws: an honest bound for the chosen noise
             final["final"] = True
         else:
             final = best

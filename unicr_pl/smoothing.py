@@ -8,6 +8,7 @@ of the base classifier. Selection (n0) and estimation (n) use separate draws.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,15 @@ from torch import nn
 from unicr_pl.noises import Noise
 
 ABSTAIN = -1
+DRAW_BLOCK = 128  # draws per seeded block (part of what a seed means: changing it changes rows)
+
+
+def sample_seed(seed: int, *key: int) -> int:
+    """A 64-bit generator seed mixed from (seed, sample index, stage, ...) by numpy's
+    SeedSequence, so nearby keys give unrelated streams."""
+    if seed < 0 or any(k < 0 for k in key):
+        raise ValueError(f"seeds and their keys must be >= 0, got {(seed, *key)}")
+    return int(np.random.SeedSequence([int(seed), *map(int, key)]).generate_state(1, np.uint64)[0])
 
 
 def clopper_pearson_lower(successes: np.ndarray, n: int, alpha: float) -> np.ndarray:
@@ -86,29 +96,60 @@ class SmoothedClassifier(nn.Module):
         num: int,
         generator: torch.Generator | None = None,
         first_index: int = 0,
+        *,
+        seeds: Sequence[int] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Class counts of f(x + eps) over `num` draws for each input: [B, num_classes].
 
-        Raises ValueError naming the sample (first_index + position in the batch) if the base
-        classifier returns NaN or inf.
+        With `seeds` (one per input, e.g. from `sample_seed(seed, idx, stage)`) the draws of
+        each input come from its own seeded stream, in blocks of DRAW_BLOCK, so they do not
+        depend on the batch size, the other inputs of the batch or the process; otherwise they
+        come from `generator`. Raises ValueError naming the sample (`indices[i]`, or
+        first_index + position in the batch) if the base classifier returns NaN or inf.
         """
         b = x.shape[0]
+        if seeds is not None and len(seeds) != b:
+            raise ValueError(f"need one seed per input: {len(seeds)} seeds for {b} inputs")
         out = torch.zeros(b, self.num_classes, dtype=torch.long, device=x.device)
         per_input = max(1, self.batch_size // max(1, b))  # noisy copies of each input per pass
+        blocks: dict[int, tuple[int, torch.Tensor]] = {}  # input -> its last drawn block
         done = 0
         while done < num:
             m = min(per_input, num - done)
             batch = x.unsqueeze(1).expand(b, m, *x.shape[1:]).reshape(b * m, *x.shape[1:])
-            noisy = batch + self.noise.sample(batch, generator=generator)
-            logits = self.base(self.normalize(noisy))  # [b * m, num_classes]
+            if seeds is None:
+                noise = self.noise.sample(batch, generator=generator)
+            else:
+                noise = torch.cat(
+                    [self._seeded_draws(x[i], seeds[i], done, m, blocks, i) for i in range(b)]
+                )
+            logits = self.base(self.normalize(batch + noise))  # [b * m, num_classes]
             bad = ~torch.isfinite(logits).all(dim=1).view(b, m).all(dim=1)
             if bad.any():
-                i = int(torch.nonzero(bad)[0]) + first_index
+                pos = int(torch.nonzero(bad)[0])
+                i = int(indices[pos]) if indices is not None else pos + first_index
                 raise ValueError(f"base classifier returned NaN or inf logits for sample {i}")
             pred = logits.argmax(dim=1).view(b, m)
             out += torch.nn.functional.one_hot(pred, self.num_classes).sum(dim=1)
             done += m
         return out
+
+    def _seeded_draws(self, xi, seed: int, start: int, m: int, blocks: dict, key: int):
+        """Draws start .. start + m - 1 of the stream `seed`: block j is DRAW_BLOCK draws from
+        a generator seeded by (seed, j), drawn whole, so any split into passes gives the same
+        values."""
+        parts, pos = [], start
+        while pos < start + m:
+            j = pos // DRAW_BLOCK
+            if key not in blocks or blocks[key][0] != j:
+                gen = torch.Generator(device=xi.device).manual_seed(sample_seed(seed, j))
+                shape = (DRAW_BLOCK, *xi.shape)
+                blocks[key] = (j, self.noise.sample(shape, gen, xi.device, xi.dtype))
+            lo, hi = pos - j * DRAW_BLOCK, min(start + m - j * DRAW_BLOCK, DRAW_BLOCK)
+            parts.append(blocks[key][1][lo:hi])
+            pos += hi - lo
+        return torch.cat(parts)
 
     def predict(
         self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None = None
@@ -137,6 +178,9 @@ class SmoothedClassifier(nn.Module):
         generator: torch.Generator | None = None,
         multiclass: bool = False,
         first_index: int = 0,
+        *,
+        seed: int | None = None,
+        indices: Sequence[int] | None = None,
     ) -> Certificate:
         """CERTIFY: guess c_A on n0 draws, bound its probability on n fresh draws.
 
@@ -144,10 +188,22 @@ class SmoothedClassifier(nn.Module):
         Multi-class: the confidence is split (alpha / 2 each) between the lower bound of p_A and
         the upper bound of the runner-up's probability p_B. Abstain where p_A <= 1/2 (binary)
         or p_A <= p_B (multi-class).
+
+        With `seed`, the draws of each input are seeded by (seed, its index in `indices`,
+        stage): stage 0 the n0 selection draws, stage 1 the n estimation draws; the rows are
+        then the same whatever the batching, sharding or resuming. Otherwise `generator` gives
+        the n0 draws, then the n draws.
         """
         check_counts_args(n0=n0, n=n, alpha=alpha)
-        guess = self.counts(x, n0, generator, first_index).argmax(dim=1).cpu().numpy()
-        counts = self.counts(x, n, generator, first_index).cpu().numpy()
+        if indices is None:
+            indices = range(first_index, first_index + x.shape[0])
+        sel = est = None
+        if seed is not None:
+            sel = [sample_seed(seed, int(i), 0) for i in indices]
+            est = [sample_seed(seed, int(i), 1) for i in indices]
+        guess = self.counts(x, n0, generator, seeds=sel, indices=indices)
+        guess = guess.argmax(dim=1).cpu().numpy()
+        counts = self.counts(x, n, generator, seeds=est, indices=indices).cpu().numpy()
         n_a = counts[np.arange(len(guess)), guess]
         if multiclass:
             others = counts.copy()
@@ -178,5 +234,6 @@ __all__ = [
     "SmoothedClassifier",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
+    "sample_seed",
     "seeded_generator",
 ]

@@ -8,7 +8,6 @@ A second table gives the paper's Table 3 view: the mean of the top 20%, ..., 100
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
@@ -22,7 +21,13 @@ from unicr_pl.metrics import (
     top_radius_means,
 )
 from unicr_pl.radius.checks import check_norm
-from unicr_pl.results import radius_and_correct, read_results
+from unicr_pl.results import (
+    atomic_path,
+    describe_manifest,
+    radius_and_correct,
+    read_manifest,
+    read_results,
+)
 
 DEFAULT_RADII = {
     "l1": np.arange(0, 2.51, 0.25),
@@ -31,66 +36,115 @@ DEFAULT_RADII = {
 }
 
 
+FORMATS = {"text": None, "md": ".md", "latex": ".tex", "csv": ".csv"}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="certified-accuracy table and R_score of result TSVs")
     p.add_argument("files", nargs="+", help="result TSVs (ours or Cohen et al.'s)")
     p.add_argument("--norm", default="2", help="l_p order whose radius column is read")
     p.add_argument("--radii", type=float, nargs="+", help="radius grid of the table")
+    p.add_argument(
+        "--radius",
+        choices=["proven", "family"],
+        default="proven",
+        help="proven: the certificate (radius_l<p>); family: radius_family_l<p>, the value "
+        "over the structured family of perturbations (an upper bound)",
+    )
+    p.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default="text",
+        help="how the tables are printed (md, latex, csv also write them to --out)",
+    )
     p.add_argument("--out", default="outputs/analyze", help="where the CSV and PNG go")
     p.set_defaults(run=run)
 
 
+def _read(files: list[str], p: float, family: bool) -> tuple[list, list[str], list[dict]]:
+    """(radius, correct) per file, names, manifests; every file is read before any output."""
+    sets, names, manifests = [], [], []
+    for f in files:
+        rows = read_results(f)
+        try:
+            r, c = radius_and_correct(rows, p, family=family)
+        except ValueError as err:
+            raise ValueError(f"{err} ({f}, --radius family)") from None
+        sets.append((np.array(r), np.array(c, dtype=bool)))
+        names.append(Path(f).stem)
+        try:
+            manifests.append({"rows": rows, "manifest": read_manifest(f)})
+        except ValueError:
+            manifests.append({"rows": rows, "manifest": None})
+    return sets, names, manifests
+
+
+def _show(frame, fmt: str, out: Path, stem: str, float_format: str) -> list[Path]:
+    """Prints a table in `fmt` and, for md / latex / csv, writes it under `out`."""
+    if fmt == "text":
+        print(frame.to_string(float_format=lambda v: format(v, float_format)))
+        return []
+    if fmt == "md":
+        text = frame.to_markdown(floatfmt=float_format)
+    elif fmt == "latex":
+        text = frame.to_latex(float_format=lambda v: format(v, float_format), escape=True)
+    else:
+        text = frame.to_csv(float_format=f"%{float_format}")
+    print(text)
+    path = out / f"{stem}{FORMATS[fmt]}"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+    return [path]
+
+
 def run(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     p = check_norm(args.norm)
     label = "linf" if math.isinf(p) else f"l{p:g}"
     radii = np.asarray(args.radii if args.radii else DEFAULT_RADII.get(label, DEFAULT_RADII["l2"]))
-    if radii.ndim != 1 or np.any(radii < 0):
+    if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
         raise ValueError("--radii must be non-negative numbers")
-    out = _writable_dir(args.out)
-    sets, names = [], []
-    for f in args.files:
-        r, c = radius_and_correct(read_results(f), p)
-        sets.append((np.array(r), np.array(c, dtype=bool)))
-        names.append(Path(f).stem)
+    sets, names, manifests = _read(args.files, p, args.radius == "family")
+    out = _writable_dir(args.out)  # after every check and read: no folder for bad input
     table = [certified_accuracy_curve(r, c, radii) for r, c in sets]
     scores = [average_certified_radius(r, c) for r, c in sets]
-    rows = [[n, *acc, s] for n, acc, s in zip(names, table, scores, strict=True)]
-    rows.append(["max over files (Eq. 5)", *np.max(table, axis=0), robustness_score(sets)])
-
-    width = max(len(r[0]) for r in rows)
-    header = (
-        f"{'certified accuracy (' + label + ')':{width}s} "
-        + " ".join(f"{x:>7.3g}" for x in radii)
-        + "  R_score"
+    rows = [[*acc, s] for acc, s in zip(table, scores, strict=True)]
+    rows.append([*np.max(table, axis=0), robustness_score(sets)])
+    kind = "" if args.radius == "proven" else ", family"
+    frame = pd.DataFrame(
+        rows,
+        index=pd.Index([*names, "max over files (Eq. 5)"], name=f"certified accuracy ({label})"),
+        columns=[*(f"{x:g}" for x in radii), "R_score"],
     )
-    print(header)
-    for name, *vals in rows:
-        print(f"{name:{width}s} " + " ".join(f"{v:7.3f}" for v in vals[:-1]) + f"  {vals[-1]:.4f}")
-
+    frame.index.name = f"certified accuracy ({label}{kind})"
     csv_path = out / f"certified_accuracy_{label}.csv"
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", *[f"{x:g}" for x in radii], "R_score"])
-        writer.writerows(rows)
-    _plot(sets, names, label, out / f"certified_accuracy_{label}.png")
-    print(f"wrote {csv_path} and {csv_path.with_suffix('.png')}")
+    with atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index_label="file")
+    written = [csv_path, *_show(frame, args.format, out, f"certified_accuracy_{label}", ".4f")]
+    with atomic_path(out / f"certified_accuracy_{label}.png") as tmp:
+        _plot(sets, names, label, tmp)
+    written.append(out / f"certified_accuracy_{label}.png")
 
     fractions = (0.2, 0.4, 0.6, 0.8, 1.0)
-    top_rows = [
-        [n, *top_radius_means(r, c, fractions)] for n, (r, c) in zip(names, sets, strict=True)
-    ]
-    print(
-        f"\n{'mean of top radii (' + label + ')':{width}s} "
-        + " ".join(f"{q:>7.0%}" for q in fractions)
+    top = pd.DataFrame(
+        [top_radius_means(r, c, fractions) for r, c in sets],
+        index=pd.Index(names, name=f"mean of top radii ({label}{kind})"),
+        columns=[f"top{q:.0%}" for q in fractions],
     )
-    for name, *vals in top_rows:
-        print(f"{name:{width}s} " + " ".join(f"{v:7.3f}" for v in vals))
+    print()
     top_path = out / f"top_radius_means_{label}.csv"
-    with open(top_path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", *[f"top{q:.0%}" for q in fractions]])
-        writer.writerows(top_rows)
-    print(f"wrote {top_path}")
+    with atomic_path(top_path) as tmp:
+        top.to_csv(tmp, index_label="file")
+    written += [top_path, *_show(top, args.format, out, f"top_radius_means_{label}", ".4f")]
+    print("\nwhat these numbers come from:")
+    for name, m in zip(names, manifests, strict=True):
+        print(f"{name}:")
+        if m["manifest"] is None:
+            print(f"  no manifest ({len(m['rows'])} rows; e.g. a file of Cohen et al.'s code)")
+        else:
+            print("\n".join(describe_manifest(m["manifest"], m["rows"])))
+    print("wrote " + ", ".join(map(str, written)))
 
 
 def _plot(sets, names, label, path) -> None:

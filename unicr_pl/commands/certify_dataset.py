@@ -11,7 +11,6 @@ merged into one TSV ordered by idx.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import inspect
 import sys
@@ -85,34 +84,88 @@ def _file_digest(path: str) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
-def run(argv: list[str]) -> None:
-    import torch
-    from lightning.pytorch import Trainer
-    from torch.utils.data import DataLoader
-
-    from unicr_pl.iopt import IOPTConfig
-    from unicr_pl.lightning import UniCRDataModule, UniCRModule
-    from unicr_pl.lightning.certify import CertifyTask, IndexedSubset
-    from unicr_pl.noises import create_noise
+def check_args(cfg) -> list[float]:
+    """Every check that needs neither the checkpoint nor the data; returns the norms."""
+    from unicr_pl.noises import list_noises
     from unicr_pl.radius.checks import check_norm
-    from unicr_pl.results import ResultWriter, read_results
     from unicr_pl.smoothing import check_counts_args
 
-    cfg = build_parser().parse_args(argv)
     check_counts_args(n0=cfg.n0, n=cfg.n, alpha=cfg.alpha)
     if cfg.skip < 1 or cfg.batch < 1:
         raise ValueError("--skip and --batch must be >= 1")
+    if cfg.max == 0 or cfg.max < -1:
+        raise ValueError(f"--max must be >= 1, or -1 for all samples, got {cfg.max}")
+    if cfg.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {cfg.seed}")
     if cfg.split not in ("test", "val"):
         raise ValueError(f"--split must be test or val, got {cfg.split!r}")
-    norms = [check_norm(p) for p in cfg.norms]
-    ckpt = load_checkpoint(cfg.ckpt)
-    model = UniCRModule.load_from_checkpoint(cfg.ckpt, map_location="cpu")
+    if cfg.noise == "custom":
+        raise ValueError(
+            "--noise custom cannot be rebuilt from a flag: certify a custom density through "
+            "the Python API (unicr_pl.lightning.CertifyTask) (--noise)"
+        )
+    if cfg.noise is not None and cfg.noise not in list_noises():
+        raise ValueError(
+            f"unknown noise {cfg.noise!r}; valid: {', '.join(list_noises())} (--noise)"
+        )
+    if cfg.out is not None and Path(cfg.out).is_dir():
+        raise ValueError(f"--out {cfg.out} is a directory; give a file name, e.g. {cfg.out}/r.tsv")
+    if cfg.iopt:
+        if cfg.multiclass:
+            raise ValueError("--iopt works in the binary case; drop --multiclass")
+        for name in ("sigma", "beta"):
+            step, (lo, hi) = getattr(cfg, f"iopt_{name}_step"), getattr(cfg, f"iopt_{name}_bounds")
+            if not step > 0:
+                raise ValueError(f"--iopt_{name}_step must be > 0, got {step}")
+            if not 0 < lo < hi:
+                raise ValueError(f"--iopt_{name}_bounds must be 0 < low < high, got {lo} {hi}")
+        if cfg.iopt_rounds < 1 or cfg.iopt_select < 1:
+            raise ValueError("--iopt_rounds and --iopt_select must be >= 1")
+    return [check_norm(p) for p in cfg.norms]
+
+
+def make_trainer(cfg):
+    """The predict Trainer; a device that is not there is a ValueError naming the flag."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    kwargs = {**cfg.trainer, "logger": False, "enable_checkpointing": False}
+    kwargs.pop("callbacks", None)
+    kwargs["use_distributed_sampler"] = False  # CertifyTask shards the inputs itself
+    devices = kwargs.get("devices")
+    if isinstance(devices, int | str) and str(devices).strip() in ("0", "[]", ""):
+        raise ValueError(f"no device to certify on (--trainer.devices {devices})")
+    try:
+        return Trainer(**kwargs)
+    except (MisconfigurationException, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"device unavailable: {first} (--trainer.accelerator/devices)") from None
+
+
+def load_model(path: str):
+    """The UniCRModule of a checkpoint; weights that do not fit its settings are a ValueError."""
+    from unicr_pl.lightning import UniCRModule
+
+    try:
+        model = UniCRModule.load_from_checkpoint(path, map_location="cpu")
+    except RuntimeError as err:  # load_state_dict: size mismatch, missing or unexpected keys
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "size mismatch" in ln), lines[-1] if lines else "")
+        raise ValueError(f"weights do not match the model settings: {detail} ({path})") from None
+    except (TypeError, KeyError) as err:
+        raise ValueError(f"cannot rebuild the model: {err} ({path})") from None
     model.eval()
-    hp = model.hparams
-    noise = model.noise
+    return model
+
+
+def certify_noise(cfg, model):
+    """The training noise, or the one the flags ask for (keeping the training RMS)."""
+    from unicr_pl.noises import create_noise
+
+    hp, noise = model.hparams, model.noise
     if any(v is not None for v in (cfg.noise, cfg.sigma, cfg.noise_alpha, cfg.beta)):
         # Without a new scale, keep the training noise's RMS (not the family's default of 1).
         keep_rms = cfg.sigma is None and cfg.noise_alpha is None and model.noise is not None
@@ -127,37 +180,72 @@ def run(argv: list[str]) -> None:
         print(f"certifying under {noise!r}; the model was trained under {model.noise!r}")
     if noise is None:
         raise ValueError("the checkpoint was trained without noise: give --noise and --sigma")
+    return noise
+
+
+def load_split(cfg, ckpt: dict):
+    """(data settings, the split's dataset); missing data is a ValueError naming the root."""
+    from unicr_pl.lightning import UniCRDataModule
+
     accepted = inspect.signature(UniCRDataModule.__init__).parameters
     data_hp = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if k in accepted}
     if cfg.root:
         data_hp["root"] = cfg.root
-    data = UniCRDataModule(**data_hp)
-    data.setup("predict")
-    dataset = data.test_set if cfg.split == "test" else data.val_set
+    try:
+        data = UniCRDataModule(**data_hp)
+        data.setup("predict")
+    except (FileNotFoundError, RuntimeError) as err:
+        root = data_hp.get("root")
+        raise ValueError(f"cannot load the {data_hp.get('dataset')} data: {err} ({root})") from None
+    return data_hp, data.test_set if cfg.split == "test" else data.val_set
+
+
+def iopt_setup(cfg, noise):
+    """(IOPTConfig or None, the starting noise)."""
+    from unicr_pl.iopt import IOPTConfig
+    from unicr_pl.noises import create_noise
+
+    if not cfg.iopt:
+        return None, noise
+    steps = {"sigma": cfg.iopt_sigma_step}
+    bounds = {"sigma": tuple(cfg.iopt_sigma_bounds)}
+    if cfg.iopt_family in ("gennormal", "lapgauss", "expmix", "pareto"):
+        steps["beta"], bounds["beta"] = cfg.iopt_beta_step, tuple(cfg.iopt_beta_bounds)
+    config = IOPTConfig(
+        cfg.iopt_family, steps, bounds, cfg.iopt_rounds, cfg.iopt_select, cfg.iopt_sound
+    )
+    if noise.name != cfg.iopt_family:  # start the search from the same RMS
+        beta = {"beta": 2.0} if cfg.iopt_family == "gennormal" else {}
+        noise = create_noise(cfg.iopt_family, sigma=noise.sigma, **beta)
+    return config, noise
+
+
+def run(argv: list[str]) -> None:
+    import torch
+
+    from unicr_pl.lightning.certify import CertifyTask
+    from unicr_pl.results import FileLock, ResultWriter, code_version, finalize, shard_paths
+    from unicr_pl.smoothing import DRAW_BLOCK
+
+    cfg = build_parser().parse_args(argv)
+    norms = check_args(cfg)
+    trainer = make_trainer(cfg)
+    ckpt = load_checkpoint(cfg.ckpt)
+    model = load_model(cfg.ckpt)
+    noise = certify_noise(cfg, model)
+    data_hp, dataset = load_split(cfg, ckpt)
     indices = list(range(0, len(dataset), cfg.skip))
     if cfg.max >= 0:
         indices = indices[: cfg.max]
-
+    iopt_config, noise = iopt_setup(cfg, noise)
     out = Path(cfg.out or f"results/{Path(cfg.ckpt).stem}_{noise.name}_{cfg.split}.tsv")
     # What a row depends on (not --skip / --max: they only choose which rows to produce).
-    iopt_config = None
-    if cfg.iopt:
-        if cfg.multiclass:
-            raise ValueError("--iopt works in the binary case; drop --multiclass")
-        steps = {"sigma": cfg.iopt_sigma_step}
-        bounds = {"sigma": tuple(cfg.iopt_sigma_bounds)}
-        if cfg.iopt_family in ("gennormal", "lapgauss", "expmix", "pareto"):
-            steps["beta"], bounds["beta"] = cfg.iopt_beta_step, tuple(cfg.iopt_beta_bounds)
-        iopt_config = IOPTConfig(
-            cfg.iopt_family, steps, bounds, cfg.iopt_rounds, cfg.iopt_select, cfg.iopt_sound
-        )
-        if noise.name != cfg.iopt_family:  # start the search from the same RMS
-            beta = {"beta": 2.0} if cfg.iopt_family == "gennormal" else {}
-            noise = create_noise(cfg.iopt_family, sigma=noise.sigma, **beta)
     settings = {
         "iopt": repr(iopt_config),
         "ckpt": _file_digest(cfg.ckpt),
         "noise": repr(noise),
+        "noise_name": noise.name,
+        "noise_params": noise.params(),
         "n0": cfg.n0,
         "n": cfg.n,
         "alpha": cfg.alpha,
@@ -165,77 +253,72 @@ def run(argv: list[str]) -> None:
         "norms": [str(p) for p in norms],
         "multiclass": cfg.multiclass,
         "seed": cfg.seed,
+        "seeding": f"sample_seed(seed, idx, stage), blocks of {DRAW_BLOCK} draws",
         "dataset": data_hp.get("dataset"),
     }
-    # Fail before any work on an unwritable path or a result file of other settings.
-    extra = iopt_config.columns() if iopt_config else ()
-    ResultWriter(out, norms, settings, extra).close()
-    done = set()
-    for part in [out, *sorted(out.parent.glob(out.name + ".part*"))]:
-        if part.suffix == ".json":
-            continue
-        if part != out:
-            ResultWriter(part, norms, settings, extra).close()  # same check for shards
-        done |= {int(r["idx"]) for r in read_results(part)}
-    todo = [i for i in indices if i not in done]
-    print(
-        f"certifying {len(todo)} of {len(indices)} samples ({len(indices) - len(todo)} done) "
-        f"-> {out}",
-        flush=True,
-    )
-
+    manifest = {"indices": indices, "code_version": code_version(), "ckpt_path": cfg.ckpt}
     task = CertifyTask(
-        model,
-        noise,
-        cfg.n0,
-        cfg.n,
-        cfg.alpha,
-        cfg.batch,
-        norms,
-        cfg.multiclass,
-        cfg.seed,
-        str(out),
-        settings,
-        iopt_config,
-    )
-    trainer_kwargs = {**cfg.trainer, "logger": False, "enable_checkpointing": False}
-    trainer_kwargs.pop("callbacks", None)
-    trainer = Trainer(**trainer_kwargs)
-    if todo:
-        per_step = max(1, cfg.batch // cfg.n)
-        loader = DataLoader(IndexedSubset(dataset, todo), batch_size=per_step, shuffle=False)
-        with torch.no_grad():
-            trainer.predict(task, dataloaders=loader, return_predictions=False)
-    if trainer.world_size > 1:
-        trainer.strategy.barrier()
-    if trainer.is_global_zero:
-        _merge_parts(out)
-        summarize(out, norms[0])
+        model, noise, cfg.n0, cfg.n, cfg.alpha, cfg.batch, norms, cfg.multiclass, cfg.seed,
+        str(out), settings, iopt_config, manifest,
+    )  # fmt: skip
+    # Fail before any work on an unwritable or locked path, or a file of other settings.
+    lock = FileLock(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:
+        raise ValueError(f"cannot write results to {out}: {err.strerror}") from None
+    try:
+        writer = ResultWriter(out, norms, settings, task.extra, manifest, lock=False)
+        done = set(writer.done)
+        writer.close()
+        for part in shard_paths(out):
+            shard = ResultWriter(part, norms, settings, task.extra, manifest)  # same checks
+            done |= shard.done
+            shard.close()
+        todo = [i for i in indices if i not in done]
+        print(
+            f"certifying {len(todo)} of {len(indices)} samples ({len(indices) - len(todo)} done) "
+            f"-> {out}",
+            flush=True,
+        )
+        print_reach(task, cfg, norms)
+        if todo:
+            task.set_inputs(dataset, todo, max(1, cfg.batch // cfg.n))
+            try:
+                with torch.no_grad():
+                    trainer.predict(task, return_predictions=False)
+            finally:
+                if task.writer is not None:
+                    task.writer.close()
+        if trainer.world_size > 1:
+            trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            finalize(out, lock=False)
+            summarize(out, norms[0])
+    finally:
+        lock.release()
 
 
-def _merge_parts(out: Path) -> None:
-    """Merges shard files into `out`, one row per idx, ordered by idx; removes the shards."""
-    parts = [p for p in sorted(out.parent.glob(out.name + ".part*")) if p.suffix != ".json"]
-    if not parts:
+def print_reach(task, cfg, norms: list[float]) -> None:
+    """The largest radius these settings can certify (all n draws correct, p_A = alpha^(1/n),
+    the Clopper-Pearson bound at n of n), and a warning if even that cannot certify."""
+    # Multi-class: alpha / 2 each side; no runner-up draw bounds p_B by 1 - p_top as well.
+    p_top = (cfg.alpha / 2 if cfg.multiclass else cfg.alpha) ** (1.0 / cfg.n)
+    if p_top <= 0.5:
+        print(
+            f"warning: n = {cfg.n} is too small to certify anything at alpha = {cfg.alpha}: "
+            f"even with every draw correct p_A <= {p_top:.4g} <= 1/2, so every sample abstains",
+            flush=True,
+        )
         return
-    with open(out, newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader)
-        rows = {int(r[0]): r for r in reader if r}
-    for part in parts:
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh, delimiter="\t")
-            next(reader, None)
-            rows.update({int(r[0]): r for r in reader if r})
-    tmp = out.with_suffix(".merging")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t")
-        writer.writerow(header)
-        writer.writerows(rows[i] for i in sorted(rows))
-    tmp.replace(out)
-    for part in parts:
-        part.unlink()
-        Path(str(part) + ".settings.json").unlink(missing_ok=True)
+    if task.radius is not None:
+        radii = task.radius(np.array([p_top]), np.array([1 - p_top]))
+        reach = {p: float(radii[p][0]) for p in norms}
+    else:  # I-OPT: the starting noise
+        reach = {p: task._candidate_radius(task.noise, p_top, p) for p in norms}
+    text = ", ".join(f"{'linf' if np.isinf(p) else f'l{p:g}'} {r:.4g}" for p, r in reach.items())
+    print(f"largest radius these settings can certify (p_A = {p_top:.6g}): {text}", flush=True)
 
 
 def summarize(out: Path, norm: float) -> None:
@@ -243,7 +326,7 @@ def summarize(out: Path, norm: float) -> None:
     from unicr_pl.metrics import certified_accuracy
     from unicr_pl.results import radius_and_correct, read_results
 
-    rows = read_results(out)
+    rows = read_results(out, allow_empty=True)
     if not rows:
         print("no rows")
         return

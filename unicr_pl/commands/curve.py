@@ -54,6 +54,17 @@ def run(args: argparse.Namespace) -> None:
     norms = [check_norm(p) for p in args.norm]
     if args.points < 2:
         raise ValueError(f"--points must be >= 2, got {args.points}")
+    if args.dim < 1:
+        raise ValueError(f"--dim must be >= 1, got {args.dim}")
+    # Checked here, not when the --p plot is made after the (long) curve computation.
+    if args.p:
+        for p in args.p:
+            try:
+                check_norm(p)
+            except ValueError as err:
+                raise ValueError(f"{err} (--p)") from None
+        if not 0.5 < args.pa_at < 1:
+            raise ValueError(f"--pa-at must be in (0.5, 1) (p_A > 1/2), got {args.pa_at}")
     out = _writable_dir(args.out)  # fail before the (long) computation, not after
     stem = f"{noise.name}_d{args.dim}"
     start = time.perf_counter()

@@ -2,23 +2,27 @@
 
 Each predict step certifies a batch of inputs (n0 selection and n estimation draws each),
 turns p_A into radii, and appends one TSV row per input to this rank's result file, flushed at
-once. With several devices Lightning shards the inputs; the launcher merges the shards.
+once. The noise of each input is seeded by (seed, its dataset index), so a row does not depend
+on batching, sharding or resuming. With several devices each rank takes every world_size-th
+input of the list (no padding, so no duplicates) into its own locked shard file; the launcher
+merges the shards.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from unicr_pl.iopt import IOPTConfig, iopt
 from unicr_pl.noises import create_noise
+from unicr_pl.processes import die_with_parent
 from unicr_pl.radius.lookup import SampleRadius
-from unicr_pl.results import ResultWriter
-from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier
+from unicr_pl.results import ResultWriter, family_column, shard_path
+from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier, sample_seed
 
 
 class IndexedSubset(Dataset):
@@ -53,8 +57,12 @@ class CertifyTask(L.LightningModule):
         out_path: str,
         settings: dict,
         iopt_config: IOPTConfig | None = None,
+        manifest: dict | None = None,
     ) -> None:
         super().__init__()
+        self.manifest = manifest or {}
+        self._launcher = os.getpid()  # ranks spawned from here see it as their parent
+        self.inputs: tuple[Dataset, list[int], int] | None = None
         self.iopt_config = iopt_config
         self.extra = iopt_config.columns() if iopt_config else ()
         self.model, self.noise = model, noise
@@ -66,35 +74,52 @@ class CertifyTask(L.LightningModule):
         dim = int(np.prod(model.hparams.input_shape))
         # I-OPT needs radii per candidate noise (`_candidate_radius`), not this look-up.
         self.radius = None if iopt_config else SampleRadius(noise, dim, norms, multiclass)
+        # The family radius (an upper bound, see SampleRadius.family) where the look-up has it.
+        self.family = self.radius is not None and hasattr(self.radius, "family")
+        if self.family:
+            self.extra = (*self.extra, *(family_column(p) for p in norms))
         self._candidates: dict[tuple, SampleRadius] = {}
         self.writer: ResultWriter | None = None
-        self.gen: torch.Generator | None = None
+
+    def set_inputs(self, dataset: Dataset, todo: list[int], per_step: int) -> None:
+        """The samples to certify (dataset indices) and how many go in one predict step."""
+        self.inputs = (dataset, list(todo), per_step)
+
+    def predict_dataloader(self) -> DataLoader:
+        """This rank's share of the inputs: every world_size-th index, in order."""
+        dataset, todo, per_step = self.inputs
+        mine = todo[self.global_rank :: self.trainer.world_size]
+        return DataLoader(IndexedSubset(dataset, mine), batch_size=per_step, shuffle=False)
 
     def on_predict_start(self) -> None:
-        path = (
-            self.out_path
-            if self.trainer.world_size == 1
-            else (f"{self.out_path}.part{self.global_rank}")
+        single = self.trainer.world_size == 1
+        # A rank spawned from here, or a rank > 0 started by a launcher script (ddp), must not
+        # go on certifying as an orphan when its launcher is killed.
+        if not single and (os.getppid() == self._launcher or self.global_rank > 0):
+            die_with_parent(os.getppid())
+        path = self.out_path if single else shard_path(self.out_path, self.global_rank)
+        # One process: the launcher holds the output's lock; ranks lock their own shard.
+        self.writer = ResultWriter(
+            path, self.norms, self.settings, self.extra, self.manifest, lock=not single
         )
-        self.writer = ResultWriter(path, self.norms, self.settings, self.extra)
-        self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(self.seed + self.global_rank)
 
     def predict_step(self, batch, batch_idx):
         if self.iopt_config is not None:
             return self._predict_iopt(batch)
         idx, x, y = batch
         start = time.perf_counter()
+        indices = [int(i) for i in idx]
         cert = self.smoothed.certify(
             x,
             self.n0,
             self.n,
             self.alpha,
-            self.gen,
             multiclass=self.multiclass,
-            first_index=int(idx[0]),
+            seed=self.seed,
+            indices=indices,
         )
         radii = self.radius(cert.p_a, cert.p_b)
+        family = self.radius.family(cert.p_a, cert.p_b) if self.family else {}
         seconds = (time.perf_counter() - start) / len(idx)
         for i in range(len(idx)):
             pred = int(cert.prediction[i])
@@ -109,6 +134,8 @@ class CertifyTask(L.LightningModule):
             }
             for p in self.norms:
                 row[self._column(p)] = f"{radii[p][i]:.10g}"
+            for p in family:
+                row[family_column(p)] = f"{family[p][i]:.10g}"
             row["radius"] = row[self._column(self.norms[0])]
             self.writer.write(row)
         return None
@@ -136,7 +163,9 @@ class CertifyTask(L.LightningModule):
             if self.model.noise is None:  # a standard classifier: Eq. (34) uses f(x)
                 reference = int(self.model(xi).argmax(1)[0])
             else:
-                reference = int(self.smoothed.counts(xi, self.n0, self.gen)[0].argmax())
+                seeds = [sample_seed(self.seed, int(idx[i]), 0)]
+                counts = self.smoothed.counts(xi, self.n0, seeds=seeds, indices=[int(idx[i])])
+                reference = int(counts[0].argmax())
             begin = {"sigma": self.noise.sigma, "beta": getattr(self.noise, "beta", 2.0)}
             begin = {k: v for k, v in begin.items() if k in self.iopt_config.steps}
             res = iopt(
@@ -148,7 +177,8 @@ class CertifyTask(L.LightningModule):
                 self.n,
                 self.alpha,
                 self.iopt_config,
-                self.gen,
+                seed=self.seed,
+                index=int(idx[i]),
             )
             chosen = create_noise(self.iopt_config.family, **res.params)
             row = {

@@ -2,13 +2,16 @@
 
     digits         scikit-learn's 8x8 digits (ships with scikit-learn: the default, no download)
     mnist, fashion_mnist, cifar10   torchvision layouts under `root` (download only if asked)
-    imagenet       ImageFolder layout: root/train/<class>/*, root/val/<class>/*
+    imagenet       ImageFolder layout: root/train/<class>/*, root/val/<class>/* (or the same
+                   under root/imagenet)
     synthetic      small Gaussian blobs, for tests
-The train/validation split is drawn from the training set with a fixed seed.
+The data root is `root`, else $UNICR_DATA, else ./data. The train/validation split is drawn from
+the training set with a fixed seed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,11 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def data_root(root: str | None) -> str:
+    """The data root: `root` if given, else $UNICR_DATA, else ./data."""
+    return root or os.environ.get("UNICR_DATA") or "data"
+
+
 def _digits(seed: int) -> tuple[Dataset, Dataset]:
     from sklearn.datasets import load_digits
 
@@ -63,14 +71,20 @@ def _synthetic(seed: int, size: int = 1024) -> tuple[Dataset, Dataset]:
     return TensorDataset(x[:cut], y[:cut]), TensorDataset(x[cut:], y[cut:])
 
 
-def _torchvision(name: str, root: str, download: bool) -> tuple[Dataset, Dataset]:
-    from torchvision import datasets, transforms
+def _torchvision_class(name: str):
+    from torchvision import datasets
 
-    cls = {
+    return {
         "mnist": datasets.MNIST,
         "fashion_mnist": datasets.FashionMNIST,
         "cifar10": datasets.CIFAR10,
     }[name]
+
+
+def _torchvision(name: str, root: str, download: bool) -> tuple[Dataset, Dataset]:
+    from torchvision import transforms
+
+    cls = _torchvision_class(name)
     train_tf = transforms.ToTensor()
     if name == "cifar10":
         train_tf = transforms.Compose(
@@ -85,24 +99,31 @@ def _torchvision(name: str, root: str, download: bool) -> tuple[Dataset, Dataset
             cls(root, train=True, download=download, transform=train_tf),
             cls(root, train=False, download=download, transform=transforms.ToTensor()),
         )
-    except RuntimeError as err:
-        where = Path(root) / cls.__name__ / "raw" if name != "cifar10" else Path(root)
-        raise FileNotFoundError(
-            f"{name} not found under {where} ({err}). Point --data.root at a folder in "
-            f"torchvision's layout (e.g. ../shared/data for MNIST here), or pass "
-            f"--data.download true on a machine with internet."
+    except RuntimeError:
+        where = Path(root).absolute()
+        where = where / "cifar-10-batches-py" if name == "cifar10" else where / cls.__name__ / "raw"
+        raise ValueError(
+            f"{name} not found in {where}: download it with --data.download true (into "
+            f"--data.root), or point --data.root or $UNICR_DATA at a folder that holds it"
         ) from None
+
+
+def _imagenet_root(root: str) -> Path:
+    """root itself if it holds train/ and val/, else root/imagenet; a clear error otherwise."""
+    for base in (Path(root), Path(root) / "imagenet"):
+        if (base / "train").is_dir() and (base / "val").is_dir():
+            return base
+    raise ValueError(
+        f"imagenet not found in {Path(root).absolute()}: expected ImageFolder directories "
+        f"train/ and val/ (one sub-folder per class) there or in its imagenet/; torchvision "
+        f"cannot download ImageNet, point --data.root or $UNICR_DATA at your copy"
+    )
 
 
 def _imagenet(root: str) -> tuple[Dataset, Dataset]:
     from torchvision import datasets, transforms
 
-    for split in ("train", "val"):
-        if not (Path(root) / split).is_dir():
-            raise FileNotFoundError(
-                f"imagenet: expected ImageFolder directories {Path(root) / 'train'} and "
-                f"{Path(root) / 'val'} (one sub-folder per class); set --data.root"
-            )
+    root = _imagenet_root(root)
     train_tf = transforms.Compose(
         [
             transforms.RandomResizedCrop(224),
@@ -124,7 +145,8 @@ class UniCRDataModule(L.LightningDataModule):
 
     Args:
         dataset: one of DATASETS.
-        root: where torchvision / ImageFolder data lives (unused by digits and synthetic).
+        root: where torchvision / ImageFolder data lives (unused by digits and synthetic);
+            None: $UNICR_DATA, else ./data.
         batch_size: loader batch size.
         val_fraction: share of the training set held out for validation (fixed by `seed`).
         seed: seed of the splits.
@@ -135,7 +157,7 @@ class UniCRDataModule(L.LightningDataModule):
     def __init__(
         self,
         dataset: str = "digits",
-        root: str = "data",
+        root: str | None = None,
         batch_size: int = 128,
         val_fraction: float = 0.1,
         seed: int = 0,
@@ -147,7 +169,17 @@ class UniCRDataModule(L.LightningDataModule):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.save_hyperparameters()
+        self.root = data_root(root)
         self.train_set = self.val_set = self.test_set = None
+
+    def check(self) -> None:
+        """Fails with one line naming the path looked in when the dataset is missing (cheaply:
+        ImageNet's folders are only looked at, not scanned)."""
+        hp = self.hparams
+        if hp.dataset == "imagenet":
+            _imagenet_root(self.root)
+        elif hp.dataset not in ("digits", "synthetic") and not hp.download:
+            _torchvision(hp.dataset, self.root, download=False)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -158,9 +190,9 @@ class UniCRDataModule(L.LightningDataModule):
         elif hp.dataset == "synthetic":
             full, self.test_set = _synthetic(hp.seed)
         elif hp.dataset == "imagenet":
-            full, self.test_set = _imagenet(hp.root)
+            full, self.test_set = _imagenet(self.root)
         else:
-            full, self.test_set = _torchvision(hp.dataset, hp.root, hp.download)
+            full, self.test_set = _torchvision(hp.dataset, self.root, hp.download)
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(hp.seed))
         n_val = max(1, int(len(full) * hp.val_fraction))
         self.val_set = Subset(full, perm[:n_val].tolist())

@@ -100,7 +100,18 @@ class UniCRModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        # A diverged run stops here, not at the final certification; all ranks decide together
+        # so that no DDP rank waits forever for one that stopped.
+        diverged = self.trainer.strategy.reduce_boolean_decision(
+            not bool(torch.isfinite(loss)), all=False
+        )
+        if diverged:
+            raise ValueError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (batch {batch_idx}): the run diverged; lower --model.lr"
+            )
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._shared_step(batch, "val")

@@ -74,7 +74,7 @@ class CustomNoise(Noise):
         return f"custom({self._label})"
 
     def _eval(self, y: np.ndarray) -> np.ndarray:
-        out = self._fn(torch.as_tensor(y, dtype=torch.float64))
+        out = self._call(torch.as_tensor(y, dtype=torch.float64))
         return np.asarray(torch.as_tensor(out, dtype=torch.float64), dtype=np.float64)
 
     def _find_support(self) -> tuple[float, float]:
@@ -121,8 +121,18 @@ class CustomNoise(Noise):
             and np.allclose(self._eval(mid), self._eval(-mid), atol=1e-9, equal_nan=True)
         )
 
+    def _call(self, y):
+        """The user's log-density; whatever it raises becomes a ValueError naming it."""
+        try:
+            return self._fn(y)
+        except Exception as err:  # noqa: BLE001 (user code: any failure is bad input)
+            name = type(err).__name__
+            raise ValueError(
+                f"custom noise: log_density {self._label} raised {name}: {err}"
+            ) from err
+
     def _log_prob_std(self, y):
-        return self._fn(y)
+        return self._call(y)
 
     def _icdf_lower_std(self, u):
         return np.interp(u, self._cdf, self._y)

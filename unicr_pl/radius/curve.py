@@ -21,14 +21,18 @@ from scipy.special import ndtr, ndtri
 import unicr_pl
 from unicr_pl.noises import Noise
 from unicr_pl.radius.checks import check_dim, check_norm, lp_norm_of_structured
-from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid
+from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
+from unicr_pl.radius.lattice import _CELLS, _T_MAX
 from unicr_pl.radius.neyman_pearson import boundary_p_a
 
-ENGINE_VERSION = "exact-6"  # bump when the numerics change: it invalidates cached curves
+ENGINE_VERSION = "exact-7"  # bump when the numerics change: it invalidates cached curves
 _A_POINTS = 24
 _MAX_A_POINTS = 160
 _INTERP_RTOL = 2e-4  # refine the a-grid until interpolation is this close (relative)
-_K_RATIO = 1.5
+_MAX_TOL = 5e-3  # larger interpolation tolerances fall back to the grid point below
+# One step of a bounded-support law's staircase, relative in a: at most one log-odds cell.
+_STAIR_RTOL = 2 * (2 * _T_MAX / _CELLS)
+_K_SLACK = 0.02  # coarse k within 2% of the curve's minimum are refined like the engine's
 
 
 def default_p_grid(points: int = 200, p_max: float = 1 - 1e-6) -> np.ndarray:
@@ -45,34 +49,45 @@ def _refined_grid(pi, a_lo: float, a_hi: float):
     """Evaluates the boundary p_A `pi` on a grid of a, refined (up to _MAX_A_POINTS) until
     log-log interpolation predicts each interval's midpoint to _INTERP_RTOL in a.
 
-    Returns (a, p, trusted): `trusted[i]` says whether interval [a_i, a_i+1] met the tolerance;
-    in the others the caller falls back to a_i, which monotonicity makes a lower bound.
+    Returns (a, p, err): `err[i]` is the relative error in a of the interpolation at the
+    midpoint of the interval that [a_i, a_i+1] was split from (0 where p is flat, inf where
+    it was never checked); the caller turns it into a tolerance or falls back to a_i, which
+    monotonicity makes a lower bound.
     """
     a = np.geomspace(a_lo, a_hi, _A_POINTS)
     p = np.array([pi(x) for x in a])
-    trusted = np.zeros(len(a) - 1, dtype=bool)
-    while not trusted.all() and len(a) < _MAX_A_POINTS:
-        todo = np.flatnonzero(~trusted)[: _MAX_A_POINTS - len(a)]
+    err = np.full(len(a) - 1, np.inf)
+    while np.any(err > _INTERP_RTOL) and len(a) < _MAX_A_POINTS:
+        todo = np.flatnonzero(err > _INTERP_RTOL)[: _MAX_A_POINTS - len(a)]
         am = np.sqrt(a[todo] * a[todo + 1])
         pm = np.array([pi(x) for x in am])
         lz0, lzm, lz1 = _log_z(p[todo]), _log_z(pm), _log_z(p[todo + 1])
         with np.errstate(divide="ignore", invalid="ignore"):
             t = (lzm - lz0) / (lz1 - lz0)
         predicted = np.log(a[todo]) + t * (np.log(a[todo + 1]) - np.log(a[todo]))
-        err = np.abs(predicted - np.log(am))
-        flat = (pm == p[todo]) & (pm == p[todo + 1])  # flat p: the smallest a is used anyway
-        ok = flat | (np.isfinite(err) & (err <= _INTERP_RTOL))
-        # Insert the midpoints; both halves of an interval inherit its verdict.
+        new = np.abs(predicted - np.log(am))
+        new[~np.isfinite(new)] = np.inf
+        new[(pm == p[todo]) & (pm == p[todo + 1])] = 0.0  # flat p: the smallest a is used
+        # Insert the midpoints; both halves inherit the parent's error, an over-estimate of
+        # theirs where the curve is smooth.
         a = np.insert(a, todo + 1, am)
         p = np.insert(p, todo + 1, pm)
-        trusted = np.insert(trusted, todo + 1, ok)
-        trusted[todo + np.arange(len(todo))] = ok
-    return a, np.maximum.accumulate(p), trusted
+        err = np.insert(err, todo + 1, new)
+        err[todo + np.arange(len(todo))] = new
+    return a, np.maximum.accumulate(p), err
 
 
 def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float) -> np.ndarray:
-    """a*(k, p) for every p in p_grid, by evaluating the boundary p_A on a grid of a."""
+    """a*(k, p) for every p in p_grid, by evaluating the boundary p_A on a grid of a.
+
+    Each value is the interpolated a less a tolerance, or the grid point below it where the
+    interpolation could not be verified closely enough, so it never exceeds the engine's
+    a*(k) (which takes the same law's root to ExactConfig.rtol, then its margin).
+    """
     signs = (1.0,) if engine.noise.symmetric else (1.0, -1.0)
+    # Bounded support: the mass of L at -inf grows one cell at a time, so p(a) is a staircase
+    # that interpolation between steps can overshoot by one step.
+    stairs = bool(np.isneginf(engine.table.z_values(guess)).any())
     best = np.full(p_grid.shape, np.inf)
     for sign in signs:
 
@@ -90,38 +105,66 @@ def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float)
         a_lo = guess
         while pi(a_lo) > p_lo and a_lo > 1e-12 * engine._scale:
             a_lo /= 2
-        a, p, trusted = _refined_grid(pi, a_lo, a_hi)
+        a, p, err = _refined_grid(pi, a_lo, a_hi)
         # Interpolate log a against log Phi^-1(p): exactly linear for Gaussian noise, smooth
         # otherwise. Where the boundary p_A is flat (p does not grow), the smallest a is kept.
         log_z_unique, first = np.unique(_log_z(p), return_index=True)
         scales = np.exp(np.interp(_log_z(p_grid), log_z_unique, np.log(a[first])))
         # The interval holding each p: a_j with p_j <= p < p_j+1 (a lower bound of a*).
         j = np.clip(np.searchsorted(p, p_grid, side="right") - 1, 0, len(a) - 2)
-        scales = np.where(trusted[j], scales, np.minimum(scales, a[j]))
+        # A single kink inside an interval puts its midpoint at least half as far off the
+        # chord as the kink itself, so twice the midpoint error bounds the interpolation's.
+        tol = np.maximum(2 * err[j], _INTERP_RTOL)
+        if stairs:
+            tol = tol + _STAIR_RTOL
+        scales = np.where(tol <= _MAX_TOL, np.maximum(scales * (1 - tol), a[j]), a[j])
         scales[p_grid > p[-1]] = a_hi  # beyond the last point: the last a is still inside
+        scales[p_grid < p[0]] = 0.0  # below the first point nothing is verified
         best = np.minimum(best, scales)
-    # The interpolation tolerance is taken off as well, so the curve stays below the engine.
-    return best * (1 - engine.config.margin - _INTERP_RTOL)
+    # The engine's margin and root tolerance are taken off as well: the curve stays below it.
+    return best * (1 - engine.config.margin - engine.config.rtol)
 
 
 def compute_curve(
     noise: Noise, dim: int, norms: list[float], p_grid: np.ndarray
 ) -> dict[float, np.ndarray]:
-    """R(p) for each norm over p_grid (binary case), min over the structured k-grid."""
+    """R(p) for each norm over p_grid (binary case), min over the structured k-grid.
+
+    The k searched are a superset of the engine's at every p (its coarse grid, refined around
+    every coarse k that could be its minimiser), so the curve never exceeds the engine where
+    the radius is not unimodal in k (Laplace-type atoms).
+    """
     engine = ExactEngine(noise, ExactConfig())
-    radii = {p: np.full(p_grid.shape, np.inf) for p in norms}
-    prev: tuple[int, float] | None = None
-    for k in k_grid(dim, _K_RATIO, 8):
-        mid = float(p_grid[len(p_grid) // 2])
-        if prev is None:
-            guess = engine._initial_scale(k, mid, 1 - mid)
-        else:
-            guess = prev[1] * math.sqrt(prev[0] / k)
-        scales = _scales_for_k(engine, k, p_grid, guess)
-        prev = (k, float(np.interp(mid, p_grid, scales)))
-        for p in norms:
-            radii[p] = np.minimum(radii[p], [lp_norm_of_structured(a, k, p) for a in scales])
-    return radii
+    cfg = engine.config
+    mid = len(p_grid) // 2
+    scales: dict[int, np.ndarray] = {}
+
+    def solve(ks: set[int]) -> None:
+        for k in sorted(ks - scales.keys()):
+            near = min(scales, key=lambda j: abs(math.log(j / k)), default=None)
+            if near is None or not 0 < scales[near][mid] < math.inf:
+                guess = engine._initial_scale(k, float(p_grid[mid]), 1 - float(p_grid[mid]))
+            else:
+                guess = float(scales[near][mid]) * math.sqrt(near / k)
+            scales[k] = _scales_for_k(engine, k, p_grid, guess)
+
+    def values(k: int, p: float) -> np.ndarray:
+        return np.array([lp_norm_of_structured(a, k, p) for a in scales[k]])
+
+    coarse = k_grid(dim, cfg.k_ratio, cfg.dense_k)
+    solve(set(coarse))
+    extra: set[int] = set()
+    for p in norms:
+        if math.isinf(p):  # the engine does not refine l_inf: k = d is its minimiser
+            continue
+        table = np.stack([values(k, p) for k in coarse])  # [len(coarse), len(p_grid)]
+        # The engine's coarse minimiser is within _K_SLACK of the curve's coarse minimum.
+        near_min = table <= table.min(axis=0) * (1 + _K_SLACK)
+        for i in np.flatnonzero(near_min.any(axis=1)):
+            left, right = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]
+            extra.update(refine_grid(left, right, cfg.refine_ratio))
+    solve(extra)
+    return {p: np.min([values(k, p) for k in scales], axis=0) for p in norms}
 
 
 class RadiusCurve:
