@@ -25,7 +25,10 @@ def test_curve_is_below_the_engine_and_close_to_it(name):
     noise = create_noise(name, sigma=1.0, **({"beta": 0.75} if name == "gennormal" else {}))
     curve = RadiusCurve(noise, 784, norms=(1, 2), p_grid=GRID, cache_dir=None)
     for i in (5, 30, 59):
-        exact = {r.norm: r.radius for r in certified_radii(noise, GRID[i], norms=(1, 2), dim=784)}
+        # The structured-family radius, which the curve tabulates (r.radius is a proven bound).
+        exact = {
+            r.norm: r.radius_family for r in certified_radii(noise, GRID[i], norms=(1, 2), dim=784)
+        }
         for p in (1.0, 2.0):
             assert curve.radii[p][i] <= exact[p] * (1 + 1e-6)
             assert curve.radii[p][i] >= exact[p] * 0.97

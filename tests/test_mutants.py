@@ -8,14 +8,19 @@ the radius, and a cache that never mixes two densities.
 import math
 
 import numpy as np
+import pytest
 import torch
+from scipy import integrate, optimize
+from scipy.stats import norm
 from torch import nn
 
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import RadiusCurve, certified_radii
 from unicr_pl.radius import api as radius_api
+from unicr_pl.radius import closed_forms as cf
 from unicr_pl.radius.curve import default_p_grid
 from unicr_pl.radius.exact import ExactEngine
+from unicr_pl.radius.neyman_pearson import log_thresholds
 from unicr_pl.results import ResultWriter
 from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier
 
@@ -125,3 +130,87 @@ def test_densities_with_one_name_never_share_a_cached_curve(tmp_path):
         curves.append(RadiusCurve(noise, 4, norms=(1,), p_grid=grid, cache_dir=tmp_path).radii[1])
     # Laplace-shaped noise certifies a larger l1 radius than Gaussian-shaped (same alpha).
     assert np.all(curves[1] > curves[0] * 1.01)
+
+
+# Closed forms: the survivors of the first mutation run (docs/testing.md), each checked against
+# an independent computation rather than against the code's own output.
+
+
+def test_gaussian_l1_and_linf_use_the_runner_up():
+    assert cf.gaussian_l1(0.5, 0.8, 0.1) == cf.cohen_l2(0.5, 0.8, 0.1) != cf.cohen_l2(0.5, 0.8)
+    assert math.isclose(cf.gaussian_linf(0.5, 0.8, 16, 0.1), cf.cohen_l2(0.5, 0.8, 0.1) / 4)
+    assert math.isclose(cf.gaussian_linf(0.5, 0.8, 16), 0.5 * norm.ppf(0.8) / 4)
+
+
+@pytest.mark.parametrize(("scale", "beta", "p_a"), [(1.0, 3.0, 0.9), (0.5, 1.5, 0.7)])
+def test_yang_pareto_matches_its_integral(scale, beta, p_a):
+    # 2F1(1, c; c + 1; x) = c * integral_0^1 t^(c - 1) / (1 - x t) dt.
+    z, c = 2 * p_a - 1, beta / (beta + 1)
+    x = z ** (1 + 1 / beta)
+    hyp = c * integrate.quad(lambda t: t ** (c - 1) / (1 - x * t), 0, 1)[0]
+    assert math.isclose(cf.yang_pareto_l1(scale, beta, p_a), scale * z / beta * hyp, rel_tol=1e-7)
+
+
+@pytest.mark.parametrize(("p_a", "p_b"), [(0.9, None), (0.7, 0.2)])
+def test_pixeldp_is_the_best_feasible_dp_radius(p_a, p_b):
+    sigma, q_b = 0.7, 1 - p_a if p_b is None else p_b
+
+    def radius(log_delta):  # the largest l2 size whose (eps, delta)-DP certifies p_A > ...
+        delta = math.exp(log_delta)
+        if p_a - q_b - 2 * delta <= 0:
+            return 0.0
+        eps = optimize.brentq(
+            lambda e: p_a - math.exp(2 * e) * q_b - (1 + math.exp(e)) * delta, 0, 50
+        )
+        return min(eps, 1.0) * sigma / math.sqrt(2 * math.log(1.25 / delta))
+
+    top = -optimize.minimize_scalar(
+        lambda u: -radius(u),
+        bounds=(math.log(1e-12), math.log(0.5 * (p_a - q_b))),
+        method="bounded",
+    ).fun
+    got = cf.pixeldp_l2(sigma, p_a, p_b)
+    assert top * (1 - 1e-3) <= got <= top * (1 + 1e-9)
+    assert cf.pixeldp_l2(sigma, 0.4, 0.4) == 0.0
+
+
+def test_references_give_the_forms_of_this_noise():
+    gauss = create_noise("gaussian", sigma=0.5)
+    refs = cf.references(gauss, 16)
+    assert [(label, p) for label, p, _ in refs] == [
+        ("cohen_l2", 2.0),
+        ("gaussian_l1", 1.0),
+        ("gaussian_linf", math.inf),
+        ("pixeldp_l2", 2.0),
+    ]
+    expected = [
+        cf.cohen_l2(0.5, 0.9),
+        cf.gaussian_l1(0.5, 0.9),
+        cf.gaussian_linf(0.5, 0.9, 16),
+        cf.pixeldp_l2(0.5, 0.9),
+    ]
+    assert [f(0.9) for _, _, f in refs] == expected
+    as_gennormal = cf.references(create_noise("gennormal", beta=2.0, sigma=0.5), 16)
+    assert [f(0.9) for _, _, f in as_gennormal] == expected
+    assert cf.references(create_noise("gennormal", beta=1.5), 16) == []
+    single = [
+        (create_noise("laplace", alpha=0.3), "teng_l1", cf.teng_laplace_l1(0.3, 0.9)),
+        (create_noise("uniform", alpha=0.3), "uniform_l1", cf.uniform_l1(0.3, 0.9)),
+        (
+            create_noise("pareto", alpha=0.3, beta=4.0),
+            "yang_pareto_l1",
+            cf.yang_pareto_l1(0.3, 4.0, 0.9),
+        ),
+    ]
+    for noise, label, want in single:
+        ((got_label, p, f),) = cf.references(noise, 16)
+        assert (got_label, p, f(0.9)) == (label, 1.0, want)
+
+
+def test_log_thresholds_in_float64_and_at_the_last_atom():
+    values = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    assert log_thresholds(values, torch.full((3,), 1 / 3, dtype=torch.float64), 0.5, 0.1) == (1, 2)
+    # p_A 2e-9 past the first atom's mass (lost in float32), and 1 - p_B = 1 beyond the
+    # rounded total mass: both quantiles must still land on the right atoms.
+    mass = torch.tensor([0.5 + 1e-9, 0.25, 0.25 - 1e-9 - 1e-12], dtype=torch.float64)
+    assert log_thresholds(values, mass, 0.5 + 2e-9, 0.0) == (1.0, 2.0)

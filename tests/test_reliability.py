@@ -469,3 +469,18 @@ def test_pre_run_check(ckpt, tmp_path, capsys):
     assert math.isclose(l2, expected, rel_tol=1e-3), line
     assert certify(ckpt, tmp_path / "b.tsv", "--max", "1", "--n", "5") == 0
     assert "n = 5 is too small to certify anything" in capsys.readouterr().out
+
+
+def test_family_columns_and_analyze_radius_family(ckpt, tmp_path, capsys):
+    path = tmp_path / "f.tsv"
+    assert certify(ckpt, path, "--max", "4", "--norms", "2", "inf") == 0
+    rows = read_results(path)
+    for r in rows:  # the family value bounds the proven radius from above
+        assert float(r["radius_family_l2"]) >= float(r["radius_l2"])
+        assert float(r["radius_family_linf"]) >= float(r["radius_linf"])
+    capsys.readouterr()
+    for kind in ("proven", "family"):
+        out = tmp_path / kind
+        argv = ["analyze", str(path), "--radius", kind, "--format", "csv", "--out", str(out)]
+        assert cli.main(argv) == 0
+    assert "certified accuracy (l2, family)" in capsys.readouterr().out

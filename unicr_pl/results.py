@@ -72,12 +72,13 @@ class FileLock:
     def __init__(self, target: str | Path) -> None:
         self.target, self.path, self._fd = Path(target), lock_path(target), None
 
-    def acquire(self) -> FileLock:
-        """Takes the lock; ValueError naming the file and the holder's pid if another has it."""
+    def acquire(self, wait: bool = False) -> FileLock:
+        """Takes the lock; ValueError naming the file and the holder's pid if another has it
+        (or, with `wait`, waits until the holder is done)."""
         while self._fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
@@ -362,9 +363,10 @@ def finalize(path: str | Path, lock: bool = True) -> int:
     os.replace'd, so a kill at any moment leaves the rows either in the shards or in `path`.
     Shards that disagree on a row (other than its time) are an error. Returns the row count."""
     path = Path(path)
-    held = FileLock(path).acquire() if lock else None
+    held = [FileLock(path).acquire()] if lock else []
     try:
         shards = shard_paths(path)
+        held += [FileLock(s).acquire(wait=True) for s in shards]  # ranks still writing finish
         header, rows = _read_complete(path)
         merged: dict[int, list[str]] = {}
         for source in [path, *shards]:
@@ -384,8 +386,17 @@ def finalize(path: str | Path, lock: bool = True) -> int:
             manifest_path(shard).unlink(missing_ok=True)
         return len(order)
     finally:
-        if held:
-            held.release()
+        for h in held:
+            h.release()
+
+
+def done_indices(path: str | Path) -> set[int]:
+    """The idx of the complete rows of a result file, read without locking or changing it
+    (for a rank > 0 whose launcher holds the locks); an absent file has none."""
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    return {int(r[0]) for r in _read_complete(path)[1]}
 
 
 def _read_complete(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -439,6 +450,7 @@ __all__ = [
     "ResultWriter",
     "code_version",
     "describe_manifest",
+    "done_indices",
     "family_column",
     "finalize",
     "manifest_path",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -221,10 +222,16 @@ def iopt_setup(cfg, noise):
 
 
 def run(argv: list[str]) -> None:
-    import torch
 
     from unicr_pl.lightning.certify import CertifyTask
-    from unicr_pl.results import FileLock, ResultWriter, code_version, finalize, shard_paths
+    from unicr_pl.results import (
+        FileLock,
+        ResultWriter,
+        code_version,
+        done_indices,
+        finalize,
+        shard_paths,
+    )
     from unicr_pl.smoothing import DRAW_BLOCK
 
     cfg = build_parser().parse_args(argv)
@@ -261,6 +268,11 @@ def run(argv: list[str]) -> None:
         model, noise, cfg.n0, cfg.n, cfg.alpha, cfg.batch, norms, cfg.multiclass, cfg.seed,
         str(out), settings, iopt_config, manifest,
     )  # fmt: skip
+    if _secondary_rank():  # started by rank 0's launcher, which holds the locks and checked
+        done = set().union(*(done_indices(f) for f in [out, *shard_paths(out)]))
+        task.set_inputs(dataset, [i for i in indices if i not in done], per_step(cfg))
+        _predict(trainer, task)
+        return
     # Fail before any work on an unwritable or locked path, or a file of other settings.
     lock = FileLock(out)
     try:
@@ -284,20 +296,37 @@ def run(argv: list[str]) -> None:
         )
         print_reach(task, cfg, norms)
         if todo:
-            task.set_inputs(dataset, todo, max(1, cfg.batch // cfg.n))
-            try:
-                with torch.no_grad():
-                    trainer.predict(task, return_predictions=False)
-            finally:
-                if task.writer is not None:
-                    task.writer.close()
-        if trainer.world_size > 1:
-            trainer.strategy.barrier()
+            task.set_inputs(dataset, todo, per_step(cfg))
+            _predict(trainer, task)
         if trainer.is_global_zero:
             finalize(out, lock=False)
             summarize(out, norms[0])
     finally:
         lock.release()
+
+
+def per_step(cfg) -> int:
+    """Inputs per predict step: as many as fit in one forward pass of --batch noisy copies."""
+    return max(1, cfg.batch // cfg.n)
+
+
+def _secondary_rank() -> bool:
+    """A rank > 0 that Lightning's `ddp` launcher (or torchrun) started by rerunning the
+    command: it must neither lock nor check the output again (rank 0 did, and holds it)."""
+    return any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def _predict(trainer, task) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            trainer.predict(task, return_predictions=False)
+    finally:
+        if task.writer is not None:
+            task.writer.close()
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        trainer.strategy.barrier()
 
 
 def print_reach(task, cfg, norms: list[float]) -> None:

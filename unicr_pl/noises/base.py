@@ -7,6 +7,8 @@ the construction from `sigma` (the per-coordinate RMS) and sampling by shape or 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -89,8 +91,28 @@ class Noise(ABC):
         """RMS of y (inf where it does not exist)."""
 
     def params(self) -> dict:
-        """The parameters that define this noise (used in cache keys and reports)."""
+        """The parameters that define this noise (reports; `identity` for cache keys)."""
         return {"alpha": self.alpha}
+
+    def identity(self) -> str:
+        """Stable hex digest of the law itself: family, class and every parameter at full
+        float64 precision, plus `_identity_extra` (a custom density's fingerprint).
+
+        The one owner of a noise's identity: every cache of curves, engines or bounds keys on
+        it, so two laws that differ anywhere (even in the 17th digit of a parameter) never
+        share a cached certificate. `describe()` and `repr` round to 6 digits: never keys.
+        """
+        spec = {
+            "family": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": {k: _exact(v) for k, v in sorted(self.params().items())},
+            "extra": self._identity_extra(),
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def _identity_extra(self) -> str:
+        """What defines the law beyond `params()` (empty for the closed-form families)."""
+        return ""
 
     # ---- public interface ----
     @property
@@ -168,6 +190,13 @@ class Noise(ABC):
         """Quantile function at probabilities u in (0, 1), float64."""
         u = np.asarray(u, dtype=np.float64)
         return self.quantile_logodds(np.log(u) - np.log1p(-u))
+
+
+def _exact(value) -> str:
+    """A parameter as an exact string: float.hex for numbers (no rounding), repr otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        return repr(value)
+    return float(value).hex()
 
 
 def uniform_open(shape: torch.Size, device, dtype, generator) -> torch.Tensor:

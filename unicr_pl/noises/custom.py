@@ -7,6 +7,7 @@ are integrated from each end so that both tails keep full relative precision.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from unicr_pl.noises.base import Noise, check_finite
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
 _GRID = 1 << 17
 _LOG_FLOOR = -80.0  # e^-80 ~ 2e-35 of the peak: treated as outside the support
+# The fixed grid of the identity fingerprint (standard variable) and its sampler draws.
+_FINGERPRINT_GRID = np.linspace(-64.0, 64.0, 1 << 14 | 1)
+_FINGERPRINT_DRAWS = 1024
 
 
 def resolve_log_density(spec: LogDensity | str) -> LogDensity:
@@ -73,15 +77,64 @@ class CustomNoise(Noise):
     def describe(self) -> str:
         return f"custom({self._label})"
 
+    def _identity_extra(self) -> str:
+        """Fingerprint of the density itself, not its name: the log-density on a fixed dense
+        grid, the tabulated CDF and the sampler's draws for a fixed seed (float64 bytes).
+
+        Computed on every call, never stored: a callable edited after construction gets a
+        new identity (and so a new cache entry) the next time a key is asked for.
+        """
+        h = hashlib.sha256()
+        logp = np.nan_to_num(self._eval(_FINGERPRINT_GRID), nan=-1.0, neginf=-np.inf)
+        gen = torch.Generator().manual_seed(0)
+        draws = self._sample_std((_FINGERPRINT_DRAWS,), "cpu", torch.float64, gen)
+        for part in (logp, self._y, self._cdf, self._sf, draws.numpy()):
+            h.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
+        h.update(b"symmetric" if self.symmetric else b"asymmetric")
+        return h.hexdigest()
+
     def _eval(self, y: np.ndarray) -> np.ndarray:
         out = self._call(torch.as_tensor(y, dtype=torch.float64))
-        return np.asarray(torch.as_tensor(out, dtype=torch.float64), dtype=np.float64)
+        out = np.asarray(torch.as_tensor(out, dtype=torch.float64), dtype=np.float64)
+        if out.shape != np.shape(y):
+            raise ValueError(
+                f"custom noise: log_density {self._label} must return one value per input "
+                f"(shape {np.shape(y)}), got shape {out.shape}"
+            )
+        return out
+
+    def _check_values(self, y: np.ndarray, logp: np.ndarray, where: str) -> None:
+        bad = np.isnan(logp) | (logp == np.inf)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"custom noise: log_density {self._label} returned {logp[i]} at y={y[i]:.6g} "
+                f"({where}); return -inf where the density is zero"
+            )
+
+    def _check_outside(self, lo: float, hi: float, peak: float) -> None:
+        """The engine shifts the density by up to many widths: beyond the support it must be
+        -inf or negligible (else the tabulated law is a truncation of it, and improper)."""
+        offsets = (hi - lo) * np.geomspace(1e-9, 1e6, 64)
+        y = np.concatenate([lo - offsets, hi + offsets])
+        logp = self._eval(y)
+        self._check_values(y, logp, "outside the support")
+        heavy = logp - peak > _LOG_FLOOR
+        if heavy.any():
+            i = int(np.argmax(heavy))
+            rel = logp[i] - peak + 0.0  # + 0.0: no "-0" in the message
+            raise ValueError(
+                f"custom noise: the density is not negligible outside its support ({lo:.6g}, "
+                f"{hi:.6g}): at y={y[i]:.6g} it is exp({rel:.3g}) of its peak (not "
+                "normalisable there, or cut off): widen support or return -inf outside it"
+            )
 
     def _find_support(self) -> tuple[float, float]:
         y = np.linspace(-50, 50, 20001)
         logp = self._eval(y)
+        self._check_values(y, logp, "on [-50, 50]")
         if not np.any(np.isfinite(logp)):
-            raise ValueError("custom noise: log_density is -inf or NaN on [-50, 50]; pass support")
+            raise ValueError("custom noise: log_density is -inf on all of [-50, 50]; pass support")
         peak = float(np.max(logp[np.isfinite(logp)]))
         ends = []
         for sign in (-1.0, 1.0):
@@ -91,7 +144,8 @@ class CustomNoise(Noise):
             if r >= 1e9:
                 raise ValueError(
                     "custom noise: the density does not fall below 1e-35 of its peak within "
-                    "|y| < 1e9; pass support=(lo, hi) explicitly"
+                    "|y| < 1e9 (not normalisable, or tails too heavy to tabulate); pass "
+                    "support=(lo, hi) explicitly"
                 )
             ends.append(sign * r)
         return ends[0], ends[1]
@@ -103,8 +157,10 @@ class CustomNoise(Noise):
             raise ValueError(f"custom noise: support must have lo < hi, got ({lo}, {hi})")
         y = np.linspace(lo, hi, _GRID)
         logp = self._eval(y)
-        if np.any(np.isnan(logp)) or np.any(logp == np.inf):
-            raise ValueError("custom noise: log_density returned NaN or +inf")
+        self._check_values(y, logp, "on its support")
+        if not np.any(np.isfinite(logp)):
+            raise ValueError(f"custom noise: log_density is -inf on all of ({lo}, {hi})")
+        self._check_outside(lo, hi, float(np.max(logp)))
         dens = np.exp(logp - np.max(logp))
         cell = 0.5 * (dens[1:] + dens[:-1]) * np.diff(y)  # trapezoid mass per cell
         total = cell.sum()

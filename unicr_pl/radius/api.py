@@ -9,18 +9,28 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from unicr_pl.noises import Noise
+from unicr_pl.radius.bounds import proven_results
+from unicr_pl.radius.cache import BoundedLRU, env_limits
 from unicr_pl.radius.checks import check_dim, check_norm, check_probabilities
 from unicr_pl.radius.exact import ExactConfig, ExactEngine
 from unicr_pl.radius.monte_carlo import draw_noise
 from unicr_pl.radius.pso import PSOConfig, direction_radii, pso_radius
 
 METHODS = ("exact", "pso")
-_ENGINES: dict[int, ExactEngine] = {}
+# One engine holds ~14 MB of tables: a few recent ones are kept, bounded in count and bytes
+# ($UNICR_ENGINE_CACHE_ITEMS, $UNICR_ENGINE_CACHE_MB; `_ENGINES.resize` at run time).
+_ENGINES = BoundedLRU(*env_limits("UNICR_ENGINE_CACHE", items=8, megabytes=256))
 
 
 @dataclass
 class RadiusResult:
-    """One certified radius and how it was obtained."""
+    """One certified radius and how it was obtained.
+
+    `radius` is PROVEN: a sound lower bound over all directions of the l_p ball, named by
+    `bound` (docs/soundness.md). `radius_family` is the structured-family minimum of `method`
+    (an upper bound of the true radius, comparable to the UniCR paper); `tight` says the two
+    coincide (the bound is exact, or within `unicr_pl.radius.bounds.TIGHT_RTOL`).
+    """
 
     noise: str
     p_a: float
@@ -31,22 +41,25 @@ class RadiusResult:
     method: str
     seconds: float
     details: dict = field(default_factory=dict)
+    radius_family: float = math.nan
+    bound: str = ""
+    tight: bool = False
 
     def to_json(self) -> dict:
         """JSON-safe dict (inf norms and radii become the string 'inf')."""
         out = asdict(self)
-        for key in ("norm", "radius"):
+        for key in ("norm", "radius", "radius_family"):
             if math.isinf(out[key]):
                 out[key] = "inf"
         return out
 
 
 def _engine(noise: Noise) -> ExactEngine:
-    # Engines tabulate the noise once (~10 ms); reuse them for repeated calls on one noise.
-    engine = _ENGINES.get(id(noise))
-    if engine is None or engine.noise is not noise:
-        engine = _ENGINES[id(noise)] = ExactEngine(noise, ExactConfig())
-    return engine
+    # Engines tabulate the noise once (~10 ms); reuse them for repeated calls on one law.
+    # Keyed by the law's identity (never id(noise), which Python reuses after a free).
+    config = ExactConfig()
+    key = (noise.identity(), repr(config))
+    return _ENGINES.get_or_create(key, lambda: ExactEngine(noise, config))
 
 
 def _refine(noise, p_a, p_b, p, dim, radius, k, cfg, seed, device) -> tuple[float, dict]:
@@ -133,9 +146,13 @@ def certified_radii(
         for p in ps:
             out = pso_radius(noise, p_a, p_b, p, dim, cfg, seed=seed, device=device)
             found[p] = (out["radius"], {"samples": cfg.n, "seed": seed})
+    proven = proven_results(noise, p_a, p_b, ps, dim, {p: r for p, (r, _) in found.items()})
     seconds = (time.perf_counter() - start) / max(1, len(ps))
     return [
-        RadiusResult(noise.describe(), p_a, p_b, p, dim, r, method, seconds, info)
+        RadiusResult(
+            noise.describe(), p_a, p_b, p, dim, proven[p][0], method, seconds, info,
+            radius_family=r, bound=proven[p][1], tight=proven[p][2],
+        )
         for p, (r, info) in found.items()
     ]
 

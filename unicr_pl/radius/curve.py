@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from scipy.special import ndtr, ndtri
 
 import unicr_pl
 from unicr_pl.noises import Noise
+from unicr_pl.radius.bounds import proven_curve, proven_radius
+from unicr_pl.radius.cache import BoundedLRU, env_limits
 from unicr_pl.radius.checks import check_dim, check_norm, lp_norm_of_structured
 from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
 from unicr_pl.radius.lattice import _CELLS, _T_MAX
@@ -33,6 +36,7 @@ _MAX_TOL = 5e-3  # larger interpolation tolerances fall back to the grid point b
 # One step of a bounded-support law's staircase, relative in a: at most one log-odds cell.
 _STAIR_RTOL = 2 * (2 * _T_MAX / _CELLS)
 _K_SLACK = 0.02  # coarse k within 2% of the curve's minimum are refined like the engine's
+_K_TIE = 1e-4  # ... unless R varies less than this over the coarse k and its two neighbours
 
 
 def default_p_grid(points: int = 200, p_max: float = 1 - 1e-6) -> np.ndarray:
@@ -160,11 +164,67 @@ def compute_curve(
         table = np.stack([values(k, p) for k in coarse])  # [len(coarse), len(p_grid)]
         # The engine's coarse minimiser is within _K_SLACK of the curve's coarse minimum.
         near_min = table <= table.min(axis=0) * (1 + _K_SLACK)
-        for i in np.flatnonzero(near_min.any(axis=1)):
+        # Where R is flat in k around a coarse k (Gaussian-like: R(k) is the same for every
+        # k), the k between its neighbours cannot dip below the curve's own deduction.
+        spread = np.abs(table[2:] / table[1:-1] - 1) + np.abs(table[:-2] / table[1:-1] - 1)
+        flat = np.pad(spread <= _K_TIE, ((1, 1), (0, 0)), constant_values=False)
+        for i in np.flatnonzero((near_min & ~flat).any(axis=1)):
             left, right = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]
             extra.update(refine_grid(left, right, cfg.refine_ratio))
     solve(extra)
     return {p: np.min([values(k, p) for k in scales], axis=0) for p in norms}
+
+
+# Curves read or built in this process, by key: bounded in count and bytes
+# ($UNICR_CURVE_CACHE_ITEMS, $UNICR_CURVE_CACHE_MB), read-only arrays.
+_CURVES = BoundedLRU(*env_limits("UNICR_CURVE_CACHE", items=32, megabytes=64))
+
+
+def _checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of the key and every array's name, dtype, shape and bytes."""
+    h = hashlib.sha256(key.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _frozen(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {name: np.array(a) for name, a in arrays.items()}
+    for a in out.values():
+        a.setflags(write=False)  # shared by every RadiusCurve of this key
+    return out
+
+
+def _read_checked(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or None unless it holds `key` and its checksum matches
+    (a truncated, corrupt or foreign file is never read, only recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored_key, stored_sum = str(data["key"]), str(data["checksum"])
+            arrays = {n: data[n] for n in data.files if n not in ("key", "checksum")}
+    except Exception:  # noqa: BLE001 (zip, pickle or header errors: any failure is corruption)
+        return None
+    if stored_key != key or stored_sum != _checksum(key, arrays):
+        return None
+    return _frozen(arrays)
+
+
+def _write_checked(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    """Writes arrays with their key and checksum, atomically (a unique temporary, renamed)."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
+            tmp = Path(f.name)
+            np.savez(f, key=key, checksum=_checksum(key, arrays), **arrays)
+        tmp.replace(path)  # a crash or a concurrent writer never leaves half a file
+    except OSError:  # caching is an optimisation; an unwritable cache only costs time
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 class RadiusCurve:
@@ -198,54 +258,72 @@ class RadiusCurve:
         self.p_grid = grid
         if cache_dir is True:
             cache_dir = os.environ.get("UNICR_CACHE", Path.home() / ".cache" / "unicr-pl")
-        self.cache_path = Path(cache_dir) / f"curve-{self.key()}.npz" if cache_dir else None
+        self._key = self.key()
+        self.cache_path = Path(cache_dir) / f"curve-{self._key[:32]}.npz" if cache_dir else None
         self.radii = self._load() or self._build()
 
     def key(self) -> str:
-        """Hash of everything the curve depends on, including the code version."""
+        """Hash of everything the curve depends on: the law's identity (`Noise.identity`, a
+        content hash, never its name), d, the norms, the p_A grid and the code version."""
         spec = {
-            "noise": repr(self.noise),
-            "custom": getattr(self.noise, "_label", None),
+            "noise": self.noise.identity(),
             "dim": self.dim,
             "norms": [str(p) for p in self.norms],
             "p_grid": hashlib.sha256(self.p_grid.tobytes()).hexdigest(),
             "engine": ENGINE_VERSION,
             "version": unicr_pl.__version__,
         }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     def _load(self) -> dict[float, np.ndarray] | None:
-        if self.cache_path is None or not self.cache_path.is_file():
+        if self.cache_path is None:
+            return None
+        data = _CURVES.get(self._key) or _read_checked(self.cache_path, self._key)
+        if data is None:
             return None
         try:
-            data = np.load(self.cache_path)
-            return {p: data[f"r_{p}"] for p in self.norms}
-        except (OSError, KeyError, ValueError):
-            return None  # a corrupt cache entry is recomputed, never trusted
+            self.proven = {p: data[f"proven_{p}"] for p in self.norms}
+            radii = {p: data[f"r_{p}"] for p in self.norms}
+        except KeyError:
+            return None  # written by other code: recomputed, never trusted
+        _CURVES.put(self._key, data)
+        return radii
 
     def _build(self) -> dict[float, np.ndarray]:
         radii = compute_curve(self.noise, self.dim, self.norms, self.p_grid)
+        self.proven = proven_curve(self.noise, self.dim, self.p_grid, radii)
         if self.cache_path is not None:
-            try:
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.cache_path.with_suffix(".tmp.npz")
-                np.savez(tmp, **{f"r_{p}": r for p, r in radii.items()})
-                tmp.replace(self.cache_path)  # atomic: a crash never leaves a half-written file
-            except OSError:
-                pass  # caching is an optimisation; an unwritable cache only costs time
+            arrays = {f"r_{p}": r for p, r in radii.items()}
+            arrays.update({f"proven_{p}": r for p, r in self.proven.items()})
+            _write_checked(self.cache_path, self._key, arrays)
+            _CURVES.put(self._key, _frozen(arrays))
         return radii
 
     def radius(self, p_a, norm: float | str = 2) -> np.ndarray:
-        """Certified radius for each p_A (array-like), never above the computed curve.
+        """PROVEN certified radius for each p_A (array-like): a sound lower bound over all
+        directions (`unicr_pl.radius.bounds`), never above `radius_family`.
 
         p_A at or below 1/2 gives 0; p_A between grid points takes the grid value below it.
         """
+        return self._look_up(self.proven, p_a, norm)
+
+    def radius_family(self, p_a, norm: float | str = 2) -> np.ndarray:
+        """Structured-family radius for each p_A (an upper bound of the true radius, the
+        figure comparable to the UniCR paper); never above the computed curve."""
+        return self._look_up(self.radii, p_a, norm)
+
+    def bound(self, norm: float | str = 2) -> str:
+        """Name(s) of the theorem(s) behind `radius` for this norm."""
         p = check_norm(norm)
-        if p not in self.radii:
+        return proven_radius(self.noise, self.dim).bound_names([p])[p]
+
+    def _look_up(self, table: dict, p_a, norm) -> np.ndarray:
+        p = check_norm(norm)
+        if p not in table:
             raise ValueError(f"norm {norm} is not in this curve's norms {self.norms}")
         p_a = np.asarray(p_a, dtype=np.float64)
         if np.any(~np.isfinite(p_a)) or np.any((p_a < 0) | (p_a > 1)):
             raise ValueError("p_a must be finite and in [0, 1]")
         idx = np.searchsorted(self.p_grid, p_a, side="right") - 1  # grid point at or below
-        out = np.where(idx >= 0, self.radii[p][np.clip(idx, 0, None)], 0.0)
+        out = np.where(idx >= 0, table[p][np.clip(idx, 0, None)], 0.0)
         return out

@@ -1,0 +1,295 @@
+"""Proven radii (`unicr_pl.radius.bounds`): never above the family value, exact where the truth
+is known, and below a brute-force true radius over *all* directions at d = 2 and 3."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unicr_pl.noises import create_noise
+from unicr_pl.noises.custom import CustomNoise
+from unicr_pl.radius import certified_radii, closed_forms
+from unicr_pl.radius.bounds import BOUND_MARGIN, ProvenRadius, proven_radius
+from unicr_pl.radius.lookup import SampleRadius
+
+P_AS = (0.6, 0.8, 0.9, 0.99)
+NORMS = (1.0, 2.0, math.inf)
+NOISES = {
+    "gaussian": {},
+    "laplace": {},
+    "hypsecant": {},
+    "gennormal-0.5": {"beta": 0.5},
+    "gennormal-0.75": {"beta": 0.75},
+    "gennormal-1.5": {"beta": 1.5},
+    "gennormal-3": {"beta": 3.0},
+    "cauchy": {"alpha": 1.0},
+    "pareto": {"alpha": 1.0, "beta": 3.0},
+    "lapgauss": {"beta": 0.5},
+    "expmix": {"beta": 0.5},
+    "uniform": {},
+}
+
+
+def make(key: str):
+    return create_noise(key.split("-")[0], **NOISES[key])
+
+
+# ---- brute force: the Neyman-Pearson gap of one perturbation by d-dimensional quadrature ----
+
+
+def np_gap(noise, delta: np.ndarray, p_a: float, p_b: float, n: int) -> float:
+    """P(X + delta in A) - P(X + delta in B) for the worst A (P_X(A) = p_A) and B (P_X(B) =
+    p_B): X on an n^d grid of equal-mass quantile cells, the likelihood ratio at cell centres.
+    Where X + delta leaves the support of X (uniform) its mass is an atom given to B."""
+    x = noise.icdf((np.arange(n) + 0.5) / n)
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    log_ratio = 0.0
+    for i, di in enumerate(delta):
+        per = (noise.log_prob(xt - float(di)) - noise.log_prob(xt)).numpy()
+        shape = [1] * len(delta)
+        shape[i] = n
+        log_ratio = log_ratio + per.reshape(shape)
+    lr = np.sort(np.exp(np.asarray(log_ratio, dtype=np.float64)).ravel())
+    cell = 1.0 / lr.size
+    moved = np.cumsum(lr) * cell  # P(X + delta in the cells of lowest ratio)
+    total = moved[-1]
+    atom = max(0.0, 1.0 - total) if noise.name == "uniform" else 0.0
+    if atom == 0.0:
+        moved, total = moved / total, 1.0
+    x_mass = np.arange(1, lr.size + 1) * cell
+    worst_a = np.interp(p_a, np.concatenate([[0], x_mass]), np.concatenate([[0], moved]))
+    worst_b = atom + total - np.interp(
+        1 - p_b, np.concatenate([[0], x_mass]), np.concatenate([[0], moved])
+    )
+    return float(worst_a - worst_b)
+
+
+def directions(dim: int, p: float, count: int) -> np.ndarray:
+    """Unit l_p directions covering the sorted positive orthant (enough for iid symmetric
+    noise: coordinate permutations and sign flips leave the law unchanged)."""
+    if dim == 2:
+        th = np.linspace(0, math.pi / 4, count)
+        raw = np.stack([np.cos(th), np.sin(th)], axis=1)
+    else:
+        g = np.linspace(0, 1, count)
+        raw = np.array([(1.0, a, b) for a in g for b in g if b <= a])
+    norm = np.max(np.abs(raw), 1) if math.isinf(p) else np.sum(np.abs(raw) ** p, 1) ** (1 / p)
+    return raw / norm[:, None]
+
+
+def brute_radius(noise, p_a, p_b, p, dim, n, count, rtol=2e-3) -> float:
+    """True radius: min over directions of the NP radius along each (bisection)."""
+    best = math.inf
+    for v in directions(dim, p, count):
+        lo, hi = 0.0, 1.0
+        while np_gap(noise, hi * v, p_a, p_b, n) > 0 and hi < 1e6:
+            lo, hi = hi, 2 * hi
+        while hi - lo > rtol * hi:
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if np_gap(noise, mid * v, p_a, p_b, n) > 0 else (lo, mid)
+        best = min(best, lo)
+    return best
+
+
+# Quadrature tolerance of the brute force (relative, in radius), measured on Gaussian noise
+# against Cohen's exact radius at d = 2 (n = 600): 0.43% (the bisection adds 0.2%).
+BRUTE_RTOL = 0.01
+GRID = {2: (600, 13), 3: (90, 5)}
+
+
+def check_against_brute(key: str, dim: int, p_a: float, p_b: float) -> None:
+    noise = make(key)
+    n, count = GRID[dim]
+    results = certified_radii(noise, p_a, p_b, norms=NORMS, dim=dim)
+    for res in results:
+        p, radius, family = res.norm, res.radius, res.radius_family
+        assert radius <= family
+        # radius <= brute: every direction is still robust a little inside the proven radius.
+        for v in directions(dim, p, count):
+            gap = np_gap(noise, radius / (1 + BRUTE_RTOL) * v, p_a, p_b, n)
+            assert gap > 0, (key, dim, p, p_a, v, radius)
+        # brute <= family: the family's worst direction fails a little outside it.
+        k = res.details["worst_k"]
+        v = np.zeros(dim)
+        v[:k] = 1.0 / (k if p == 1 else (k**0.5 if p == 2 else 1.0))
+        assert np_gap(noise, family * (1 + BRUTE_RTOL) * v, p_a, p_b, n) <= 0, (key, p, family)
+
+
+FAST = ["gaussian", "laplace", "gennormal-1.5", "cauchy", "uniform"]
+
+
+@pytest.mark.parametrize("key", FAST)
+@pytest.mark.parametrize("p_a, p_b", [(0.9, 0.1), (0.6, 0.2)])
+def test_radius_below_brute_force_d2(key, p_a, p_b):
+    check_against_brute(key, 2, p_a, p_b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(NOISES))
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("p_a, p_b", [(0.6, 0.4), (0.9, 0.1), (0.99, 0.005)])
+def test_radius_below_brute_force_all(key, dim, p_a, p_b):
+    check_against_brute(key, dim, p_a, p_b)
+
+
+def test_brute_force_matches_cohen():
+    """The brute force itself: Gaussian at d = 2 within BRUTE_RTOL of Cohen's exact radius."""
+    noise = create_noise("gaussian", sigma=1.0)
+    for p_a in (0.6, 0.9):
+        exact = closed_forms.cohen_l2(1.0, p_a)
+        found = brute_radius(noise, p_a, 1 - p_a, 2.0, 2, 600, 5)
+        assert abs(found / exact - 1) < 0.5 * BRUTE_RTOL
+
+
+# ---- never above the family value, for every noise, norm and p_A ----
+
+
+def check_never_above_family(key: str, p_as, multiclass: bool, dim: int = 3072) -> None:
+    """The raw bound (before the cap by the family value) never exceeds the family value."""
+    noise = make(key)
+    for p_a in p_as:
+        p_b = (1 - p_a) / 3 if multiclass else 1 - p_a
+        results = certified_radii(noise, p_a, p_b, norms=NORMS, dim=dim)
+        raw = proven_radius(noise, dim).radii([p_a], [p_b], NORMS)
+        for res in results:
+            assert 0 <= raw[res.norm][0][0] <= res.radius_family, (key, p_a, res)
+            assert 0 <= res.radius <= res.radius_family and res.bound
+            if res.radius > 0 and not res.tight:
+                assert res.radius < res.radius_family * (1 - 1e-3)
+
+
+@pytest.mark.parametrize("key", ["laplace", "hypsecant", "gennormal-0.75", "cauchy"])
+def test_radius_never_above_family(key):
+    check_never_above_family(key, (0.9,), False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(NOISES))
+@pytest.mark.parametrize("multiclass", [False, True])
+def test_radius_never_above_family_all(key, multiclass):
+    check_never_above_family(key, P_AS, multiclass)
+
+
+# ---- exact where the truth is known ----
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a / b - 1)
+
+
+@pytest.mark.parametrize("p_a", P_AS)
+def test_gaussian_every_norm_is_cohen_and_tight(p_a):
+    noise = create_noise("gaussian", sigma=0.5)
+    cohen = closed_forms.cohen_l2(0.5, p_a)
+    for res in certified_radii(noise, p_a, norms=NORMS, dim=784):
+        scale = 784**-0.5 if math.isinf(res.norm) else 1.0
+        assert rel(res.radius, cohen * scale) < 1e-3
+        assert res.radius <= cohen * scale
+        assert res.tight
+
+
+@pytest.mark.parametrize("p_a", P_AS)
+def test_laplace_l1_is_teng(p_a):
+    noise = create_noise("laplace", sigma=0.5)
+    (res,) = certified_radii(noise, p_a, norms=(1,), dim=784)
+    teng = closed_forms.teng_laplace_l1(noise.alpha, p_a)
+    assert rel(res.radius, teng) < 1e-3 and res.radius <= teng and res.tight
+
+
+@pytest.mark.parametrize("p_a", P_AS)
+def test_laplace_l1_differential_reproduces_teng(p_a):
+    """The differential method alone (the score law of Laplace noise is +-1/b) gives Teng."""
+    noise = create_noise("laplace", sigma=0.5)
+    g = proven_radius(noise, 784).line_g
+    found = 0.5 * (g.G(np.array([p_a])) - g.G(np.array([1 - p_a])))[0]
+    teng = closed_forms.teng_laplace_l1(noise.alpha, p_a)
+    assert rel(found, teng) < 1e-4 and found <= teng * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("p_a", P_AS)
+def test_uniform_l1_linf_are_yang(p_a):
+    noise = create_noise("uniform", sigma=0.5)
+    d = 784
+    r1, r2, rinf = certified_radii(noise, p_a, norms=NORMS, dim=d)
+    assert rel(r1.radius, closed_forms.uniform_l1(noise.alpha, p_a)) < 1e-3 and r1.tight
+    # Yang et al.: l_inf radius 2 w (1 - (3/2 - p_A)^(1/d)) in the binary case (the diagonal).
+    yang_inf = 2 * noise.alpha * (1 - (1.5 - p_a) ** (1 / d))
+    assert rel(rinf.radius, yang_inf) < 1e-3 and rinf.tight
+    assert rel(r2.radius, r2.radius_family) < 1e-3 and r2.tight
+
+
+def test_gaussian_domination_gives_cohen_on_the_score_route():
+    """The l2 route on Gaussian noise treated as a generic noise: c = 1/sigma exactly."""
+    noise = create_noise("gennormal", beta=2.0 - 1e-9, sigma=0.7)
+    pr = ProvenRadius(noise, 784)
+    assert rel(pr.c, 1 / 0.7) < 1e-3
+    assert rel(pr.fisher, 1 / 0.49) < 1e-3
+
+
+def test_margin_is_taken_off():
+    noise = create_noise("laplace", sigma=1.0)
+    pr = ProvenRadius(noise, 100)
+    r, _ = pr.radii(np.array([0.9]), np.array([0.1]), [2.0])[2.0]
+    raw = (1.2815515655446004 * 2) / (2 * pr.c)
+    assert r[0] == pytest.approx(raw * (1 - BOUND_MARGIN), rel=1e-12)
+
+
+# ---- bad input: a bound that does not apply says why, and the next sound one is used ----
+
+
+def test_infinite_fisher_information_falls_back():
+    noise = create_noise("gennormal", beta=0.5)
+    pr = ProvenRadius(noise, 100)
+    assert "infinite Fisher information" in pr.notes["fisher-arcsin"]
+    assert "not sub-Gaussian" in pr.notes["gaussian-domination"]
+    (res,) = certified_radii(noise, 0.9, norms=(2,), dim=100)
+    assert 0 < res.radius < res.radius_family and "differential-l1" in res.bound
+
+
+def test_heavy_score_tail_is_not_gaussian_dominated():
+    """beta = 3: the score 3|y|^2 has tails heavier than any Gaussian: no c, only Fisher."""
+    pr = ProvenRadius(create_noise("gennormal", beta=3.0), 100)
+    assert not math.isfinite(pr.c) and "gaussian-domination" in pr.notes
+
+
+def _box(y):
+    return torch.where(y.abs() <= 1, 0 * y, torch.full_like(y, -math.inf))
+
+
+def test_density_without_score_falls_back_to_zero():
+    """A discontinuous custom density (a box): no score, radius 0 with the reason, never the
+    family value."""
+    noise = CustomNoise(_box, support=(-1.0, 1.0))
+    pr = ProvenRadius(noise, 10)
+    assert "differential" in pr.notes
+    (res,) = certified_radii(noise, 0.9, norms=(2,), dim=10)
+    assert res.radius == 0.0 and "unavailable" in res.bound
+
+
+def test_custom_noise_uses_autograd_score():
+    """A custom Laplace density gives the built-in Laplace bounds (within grid accuracy)."""
+    custom = CustomNoise(lambda y: -y.abs(), alpha=1.0)
+    built = create_noise("laplace", alpha=1.0)
+    a = ProvenRadius(custom, 100).radii(np.array([0.9]), np.array([0.1]), [1.0, 2.0])
+    b = ProvenRadius(built, 100).radii(np.array([0.9]), np.array([0.1]), [1.0, 2.0])
+    for p in (1.0, 2.0):
+        assert a[p][0][0] == pytest.approx(b[p][0][0], rel=1e-2)
+
+
+# ---- the look-ups ----
+
+
+def test_sample_radius_and_curve_report_proven(tmp_path):
+    noise = create_noise("laplace", sigma=0.5)
+    look = SampleRadius(noise, 4, [1, 2, "inf"], points=20)
+    p_a = np.array([0.55, 0.8, 0.95])
+    proven, family = look(p_a, 1 - p_a), look.family(p_a, 1 - p_a)
+    for p in (1.0, 2.0, math.inf):
+        assert np.all(proven[p] <= family[p]) and np.all(proven[p] > 0)
+        assert look.bound[p]
+    assert np.all(proven[2.0] < family[2.0])  # Laplace in l2: not proven exact
+    assert look.curve.radius(p_a, 2).tolist() == proven[2.0].tolist()
+    assert look.curve.radius_family(p_a, 2).tolist() == family[2.0].tolist()
