@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unicr_pl.commands import analyze, curve, radius
+from unicr_pl.commands import analyze, attack, curve, radius
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     radius.add_parser(sub)
     curve.add_parser(sub)
     analyze.add_parser(sub)
+    attack.add_parser(sub)
     args = parser.parse_args(argv)
     return guarded(args.command, lambda: args.run(args))
 

@@ -62,13 +62,14 @@ class CertificationCallback(L.Callback):
         self.n0, self.n, self.alpha, self.batch_size, self.seed = n0, n, alpha, batch_size, seed
         self.norms = [check_norm(p) for p in (norms or ["1", "2", "inf"])]
         self.radii = list(radii or [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
-        self.last_table: dict[str, list[float]] | None = None
+        self.last_table: dict[str, list[float]] | None = None  # proven radii
+        self.last_table_family: dict[str, list[float]] | None = None  # structured family
         self._lookups: dict = {}
 
     def _radii(self, module, dim: int) -> SampleRadius:
         # The same per-sample radii as certify.py (closed form for Gaussian noise, a dense
         # cached curve otherwise), built once per (noise, d).
-        key = (repr(module.noise), dim)
+        key = (module.noise.identity(), dim)  # the law's content hash: repr rounds to 6 digits
         if key not in self._lookups:
             self._lookups[key] = SampleRadius(module.noise, dim, self.norms)
         return self._lookups[key]
@@ -115,8 +116,12 @@ class CertificationCallback(L.Callback):
         p_a = np.concatenate(p_as) if p_as else np.zeros(0)
         correct = torch.as_tensor(pred == np.asarray([int(y) for y in ys], dtype=np.int64))
         dim = int(np.prod(module.hparams.input_shape))
-        radii = self._radii(module, dim)(p_a, 1 - p_a)  # {norm: [B]}, binary case
-        table = {}
+        look = self._radii(module, dim)
+        # Proven radii (sound over all directions) and the structured-family values beside
+        # them (the paper-comparable upper bound), logged with a `_family` suffix.
+        radii = look(p_a, 1 - p_a)  # {norm: [B]}, binary case
+        family = look.family(p_a, 1 - p_a)
+        table, table_family = {}, {}
         per_sample = {
             "idx": indices,
             "label": [int(y) for y in ys],
@@ -125,22 +130,31 @@ class CertificationCallback(L.Callback):
             "p_a": p_a.tolist(),
         }
         for p in self.norms:
-            radius = torch.as_tensor(radii[p] * (pred != ABSTAIN))
-            per_sample[f"radius_{_label(p)}"] = radius.tolist()
-            grid = [r / 255 for r in self.radii] if math.isinf(p) else self.radii
-            acc = CertifiedAccuracy(grid).to(module.device)
-            score = RobustnessScore().to(module.device)
-            acc.update(radius, correct)
-            score.update(radius, correct)
-            values = acc.compute().cpu().numpy()  # synced across ranks
-            table[_label(p)] = [*values.tolist(), float(score.compute())]
-            unit = "/255" if math.isinf(p) else ""
-            for r, v in zip(self.radii, values, strict=True):
-                # Already synced by torchmetrics: every rank logs the same value.
+            for values_by_norm, out, suffix in (
+                (radii, table, ""),
+                (family, table_family, "_family"),
+            ):
+                radius = torch.as_tensor(values_by_norm[p] * (pred != ABSTAIN))
+                per_sample[f"radius{suffix}_{_label(p)}"] = radius.tolist()
+                grid = [r / 255 for r in self.radii] if math.isinf(p) else self.radii
+                acc = CertifiedAccuracy(grid).to(module.device)
+                score = RobustnessScore().to(module.device)
+                acc.update(radius, correct)
+                score.update(radius, correct)
+                values = acc.compute().cpu().numpy()  # synced across ranks
+                out[_label(p)] = [*values.tolist(), float(score.compute())]
+                unit = "/255" if math.isinf(p) else ""
+                for r, v in zip(self.radii, values, strict=True):
+                    # Already synced by torchmetrics: every rank logs the same value.
+                    module.log(
+                        f"val/certified_accuracy_{_label(p)}{suffix}@{r:g}{unit}",
+                        float(v),
+                        sync_dist=True,
+                    )
                 module.log(
-                    f"val/certified_accuracy_{_label(p)}@{r:g}{unit}", float(v), sync_dist=True
+                    f"val/robustness_score_{_label(p)}{suffix}", out[_label(p)][-1], sync_dist=True
                 )
-            module.log(f"val/robustness_score_{_label(p)}", table[_label(p)][-1], sync_dist=True)
+        self.last_table_family = table_family
         self.last_table = table
         # Files, so that the launching process (spawn) and C-OPT's runner can read them: the
         # synced table (rank 0) and this rank's per-sample radii.

@@ -61,8 +61,10 @@ def np_gap(noise, delta: np.ndarray, p_a: float, p_b: float, n: int) -> float:
         moved, total = moved / total, 1.0
     x_mass = np.arange(1, lr.size + 1) * cell
     worst_a = np.interp(p_a, np.concatenate([[0], x_mass]), np.concatenate([[0], moved]))
-    worst_b = atom + total - np.interp(
-        1 - p_b, np.concatenate([[0], x_mass]), np.concatenate([[0], moved])
+    worst_b = (
+        atom
+        + total
+        - np.interp(1 - p_b, np.concatenate([[0], x_mass]), np.concatenate([[0], moved]))
     )
     return float(worst_a - worst_b)
 
@@ -104,9 +106,10 @@ def check_against_brute(key: str, dim: int, p_a: float, p_b: float) -> None:
     noise = make(key)
     n, count = GRID[dim]
     results = certified_radii(noise, p_a, p_b, norms=NORMS, dim=dim)
+    raw = proven_radius(noise, dim).radii([p_a], [p_b], NORMS)  # before the cap by the family
     for res in results:
-        p, radius, family = res.norm, res.radius, res.radius_family
-        assert radius <= family
+        p, radius, family = res.norm, float(raw[res.norm][0][0]), res.radius_family
+        assert res.radius <= family
         # radius <= brute: every direction is still robust a little inside the proven radius.
         for v in directions(dim, p, count):
             gap = np_gap(noise, radius / (1 + BRUTE_RTOL) * v, p_a, p_b, n)
@@ -155,7 +158,9 @@ def check_never_above_family(key: str, p_as, multiclass: bool, dim: int = 3072) 
         results = certified_radii(noise, p_a, p_b, norms=NORMS, dim=dim)
         raw = proven_radius(noise, dim).radii([p_a], [p_b], NORMS)
         for res in results:
-            assert 0 <= raw[res.norm][0][0] <= res.radius_family, (key, p_a, res)
+            # Where both are exact (e.g. the l1 axis) they meet within the engine's own margin
+            # (1e-4) and root tolerance (1e-5), which the family value carries.
+            assert 0 <= raw[res.norm][0][0] <= res.radius_family * (1 + 2.5e-4), (key, p_a, res)
             assert 0 <= res.radius <= res.radius_family and res.bound
             if res.radius > 0 and not res.tight:
                 assert res.radius < res.radius_family * (1 - 1e-3)
@@ -270,13 +275,16 @@ def test_density_without_score_falls_back_to_zero():
 
 
 def test_custom_noise_uses_autograd_score():
-    """A custom Laplace density gives the built-in Laplace bounds (within grid accuracy)."""
+    """A custom Laplace density gives the built-in Laplace l1 bound (within grid accuracy);
+    in l2 its score tail cannot be checked beyond the grid, so only Fisher's bound is used."""
     custom = CustomNoise(lambda y: -y.abs(), alpha=1.0)
     built = create_noise("laplace", alpha=1.0)
-    a = ProvenRadius(custom, 100).radii(np.array([0.9]), np.array([0.1]), [1.0, 2.0])
+    pr = ProvenRadius(custom, 100)
+    a = pr.radii(np.array([0.9]), np.array([0.1]), [1.0, 2.0])
     b = ProvenRadius(built, 100).radii(np.array([0.9]), np.array([0.1]), [1.0, 2.0])
-    for p in (1.0, 2.0):
-        assert a[p][0][0] == pytest.approx(b[p][0][0], rel=1e-2)
+    assert a[1.0][0][0] == pytest.approx(b[1.0][0][0], rel=1e-3)
+    assert a[2.0][1][0] == "fisher-arcsin" and "gaussian-domination" in pr.notes
+    assert pr.fisher == pytest.approx(1.0, rel=1e-3)  # I = 1 / alpha^2 for Laplace
 
 
 # ---- the look-ups ----
@@ -285,11 +293,13 @@ def test_custom_noise_uses_autograd_score():
 def test_sample_radius_and_curve_report_proven(tmp_path):
     noise = create_noise("laplace", sigma=0.5)
     look = SampleRadius(noise, 4, [1, 2, "inf"], points=20)
-    p_a = np.array([0.55, 0.8, 0.95])
+    p_a = np.array([0.7, 0.8, 0.95])
     proven, family = look(p_a, 1 - p_a), look.family(p_a, 1 - p_a)
     for p in (1.0, 2.0, math.inf):
         assert np.all(proven[p] <= family[p]) and np.all(proven[p] > 0)
         assert look.bound[p]
     assert np.all(proven[2.0] < family[2.0])  # Laplace in l2: not proven exact
-    assert look.curve.radius(p_a, 2).tolist() == proven[2.0].tolist()
+    # The curve steps down to its grid; the per-sample bound is evaluated at p_A itself.
+    assert np.all(look.curve.radius(p_a, 2) <= proven[2.0])
+    assert np.all(look.curve.radius(p_a, 2) <= look.curve.radius_family(p_a, 2))
     assert look.curve.radius_family(p_a, 2).tolist() == family[2.0].tolist()

@@ -115,7 +115,7 @@ def test_curve_writes_csv_and_png(tmp_path):
     )
     assert "wrote" in out.stdout
     csv = (tmp_path / "laplace_d64_curve.csv").read_text().splitlines()
-    assert csv[0] == "p_a,R_l1,R_l2,teng_l1" and len(csv) == 21
+    assert csv[0] == "p_a,R_l1,R_l2,R_family_l1,R_family_l2,teng_l1" and len(csv) == 21
     assert (tmp_path / "laplace_d64_curve.png").stat().st_size > 1000
     assert (tmp_path / "laplace_d64_radius_vs_p.csv").is_file()
 

@@ -2,7 +2,7 @@
 
 Each test pins one property a wrong certificate would break: which draws choose the class, both
 signs of an asymmetric density, exactly the missing rows on resume, a swarm that can only lower
-the radius, and a cache that never mixes two densities.
+the radius (tests/test_cache.py: a cache that never mixes two densities).
 """
 
 import math
@@ -15,12 +15,16 @@ from scipy.stats import norm
 from torch import nn
 
 from unicr_pl.noises import create_noise
-from unicr_pl.radius import RadiusCurve, certified_radii
 from unicr_pl.radius import api as radius_api
+from unicr_pl.radius import certified_radii
 from unicr_pl.radius import closed_forms as cf
-from unicr_pl.radius.curve import default_p_grid
 from unicr_pl.radius.exact import ExactEngine
-from unicr_pl.radius.neyman_pearson import log_thresholds
+from unicr_pl.radius.neyman_pearson import (
+    boundary_gap,
+    boundary_p_a,
+    log_thresholds,
+    lower_set_y_mass,
+)
 from unicr_pl.results import ResultWriter
 from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier
 
@@ -76,13 +80,14 @@ def test_mirrored_asymmetric_density_has_the_same_radius_the_worse_sign():
     mirror = create_noise("custom", log_density=mirrored_gumbel, alpha=1.0)
     assert not noise.symmetric and not mirror.symmetric
     r, r_mirror = (certified_radii(z, 0.9, norms=(1,), dim=4)[0] for z in (noise, mirror))
-    assert math.isclose(r.radius, r_mirror.radius, rel_tol=1e-3)
+    # radius_family: the structured search's radius (r.radius is a proven bound below it).
+    assert math.isclose(r.radius_family, r_mirror.radius_family, rel_tol=1e-3)
     # At the worst k the radius is that of the worse sign, searched on its own.
     engine, k = ExactEngine(noise), r.details["worst_k"]
     per_sign = [engine.boundary_scale(k, 0.9, 0.1, sign=s) for s in (1.0, -1.0)]
     assert not math.isclose(per_sign[0], per_sign[1], rel_tol=1e-2)  # the signs do differ
     expected = min(per_sign) * (1 - engine.config.margin) * k
-    assert math.isclose(r.radius, expected, rel_tol=1e-9)
+    assert math.isclose(r.radius_family, expected, rel_tol=1e-9)
 
 
 def test_resume_with_gaps_keeps_exactly_the_written_rows(tmp_path):
@@ -98,7 +103,7 @@ def test_resume_with_gaps_keeps_exactly_the_written_rows(tmp_path):
 
 def test_refine_never_raises_the_exact_radius(monkeypatch):
     noise = create_noise("laplace", sigma=1.0)
-    exact = certified_radii(noise, 0.9, norms=(2,), dim=8)[0].radius
+    exact = certified_radii(noise, 0.9, norms=(2,), dim=8)[0].radius_family
 
     def fake_pso(noise, p_a, p_b, p, dim, cfg, seed=None, device="cpu", start=None):
         return {"direction": torch.ones(dim, dtype=torch.float64)}
@@ -110,26 +115,8 @@ def test_refine_never_raises_the_exact_radius(monkeypatch):
     monkeypatch.setattr(radius_api, "pso_radius", fake_pso)
     monkeypatch.setattr(radius_api, "direction_radii", fake_costs)
     refined = certified_radii(noise, 0.9, norms=(2,), dim=8, refine=True)[0]
-    assert refined.radius <= exact and refined.details["pso_gain"] <= 1.0
-
-
-def laplace_shape(y):
-    return -torch.abs(y)
-
-
-def gaussian_shape(y):
-    return -0.5 * y * y
-
-
-def test_densities_with_one_name_never_share_a_cached_curve(tmp_path):
-    grid = default_p_grid(4)
-    curves = []
-    for fn in (gaussian_shape, laplace_shape):
-        fn.__name__ = "density"  # two different densities, one name and one scale
-        noise = create_noise("custom", log_density=fn, alpha=1.0)
-        curves.append(RadiusCurve(noise, 4, norms=(1,), p_grid=grid, cache_dir=tmp_path).radii[1])
-    # Laplace-shaped noise certifies a larger l1 radius than Gaussian-shaped (same alpha).
-    assert np.all(curves[1] > curves[0] * 1.01)
+    assert refined.radius_family <= exact and refined.details["pso_gain"] <= 1.0
+    assert refined.radius <= refined.radius_family
 
 
 # Closed forms: the survivors of the first mutation run (docs/testing.md), each checked against
@@ -214,3 +201,42 @@ def test_log_thresholds_in_float64_and_at_the_last_atom():
     # rounded total mass: both quantiles must still land on the right atoms.
     mass = torch.tensor([0.5 + 1e-9, 0.25, 0.25 - 1e-9 - 1e-12], dtype=torch.float64)
     assert log_thresholds(values, mass, 0.5 + 2e-9, 0.0) == (1.0, 2.0)
+
+
+def test_teng_and_uniform_edges_and_scale():
+    assert cf.teng_laplace_l1(1.0, 0.3, 0.3) == 0.0 and cf.teng_laplace_l1(1.0, 0.0, 0.0) == 0.0
+    # p_B = 0, or p_A - p_B = 1: nothing else is ever predicted, the radius is unbounded.
+    assert cf.teng_laplace_l1(1.0, 0.9, 0.0) == math.inf == cf.teng_laplace_l1(1.0, 1.0, 0.0)
+    # Multi-class, where the first form wins: b / 2 log(p_A / p_B) with b = 2.
+    assert math.isclose(cf.teng_laplace_l1(2.0, 0.6, 0.1), math.log(6))
+    assert math.isclose(cf.uniform_l1(0.3, 0.9), 0.3 * 0.8)
+
+
+def f64(*x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_lower_set_y_mass_is_float64_clipped_and_safe_at_u_1():
+    values, mass = f64(0.0, 1.0, 2.0), f64(0.5 + 1e-9, 0.25, 0.25 - 1e-9 - 1e-12)
+    beta = lower_set_y_mass(values, mass, f64(0.5 + 2e-9, 1.0))
+    # 1e-9 of X-mass past the first atom weighs e^1 each (float32 would lose it).
+    assert math.isclose(float(beta[0]), 0.5 + 1e-9 + 1e-9 * math.e, rel_tol=1e-15)
+    assert float(beta[1]) == 1.0  # clipped: this (unnormalised) law's Y-mass exceeds 1
+    assert 0 <= float(lower_set_y_mass(f64(0.0), f64(1.0), f64(0.3))[0]) <= 1
+
+
+def test_boundary_gap_is_float64_and_batched():
+    values, mass = f64(0.0, 1.0), f64(0.5 + 1e-9, 0.5 - 1e-9)
+    gap = float(boundary_gap(values, mass, 0.5 + 2e-9, 0.2))
+    expected = float(lower_set_y_mass(values, mass, f64(0.5 + 2e-9, 0.8)).sum()) - 1
+    assert gap == expected and gap != float(boundary_gap(values, mass, 0.5, 0.2))
+    batch = torch.stack([f64(-1.0, 0.0, 1.0), f64(-2.0, 0.0, 2.0)])  # [2, 3]
+    got = boundary_gap(batch, f64(0.2, 0.5, 0.3), 0.7, 0.2)
+    one = [float(boundary_gap(batch[i], f64(0.2, 0.5, 0.3), 0.7, 0.2)) for i in range(2)]
+    assert got.shape == (2,) and got.tolist() == one
+
+
+def test_boundary_p_a_at_the_first_atoms_and_when_never_reached():
+    assert boundary_p_a(f64(0.0, 0.0), f64(0.5, 0.5)) == 0.5  # reached inside atom 0
+    assert math.isclose(boundary_p_a(f64(0.0, 0.0, 0.0), f64(1, 1, 1) / 3), 0.5)  # atom 1
+    assert boundary_p_a(f64(-1.0, -1.0), f64(0.5, 0.5)) == 1.0  # Y-mass below 1/2 throughout

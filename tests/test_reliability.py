@@ -17,7 +17,14 @@ import torch
 from scipy.stats import norm
 
 import certify as cli
-from unicr_pl.results import DESCRIPTIVE, FileLock, ResultWriter, read_manifest, read_results
+from unicr_pl.results import (
+    BASE_COLUMNS,
+    DESCRIPTIVE,
+    FileLock,
+    ResultWriter,
+    read_manifest,
+    read_results,
+)
 from unicr_pl.smoothing import SmoothedClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +199,10 @@ def test_a_kill_while_resuming_loses_no_row(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", killed_write_text)
     manifest = read_manifest(path)
     settings = {k: v for k, v in manifest.items() if k not in DESCRIPTIVE}
+    norms = [float(p) for p in manifest["norms"]]
+    extra = tuple(before.decode().split("\n")[0].split("\t")[len(BASE_COLUMNS) + len(norms) :])
     try:
-        writer = ResultWriter(path, [float(p) for p in manifest["norms"]], settings)
+        writer = ResultWriter(path, norms, settings, extra)
         writer.close()
     except Killed:
         pass

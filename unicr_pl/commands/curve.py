@@ -75,7 +75,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     refs = references(noise, args.dim)
     columns = {"p_a": curve.p_grid}
-    columns.update({f"R_{_label(p)}": curve.radii[p] for p in norms})
+    # R_<norm>: the proven radius; R_family_<norm>: the structured-family value (an upper bound
+    # of the true radius, comparable to the UniCR paper); docs/soundness.md.
+    columns.update({f"R_{_label(p)}": curve.proven[p] for p in norms})
+    columns.update({f"R_family_{_label(p)}": curve.radii[p] for p in norms})
     for label, p, fn in refs:
         if p in norms:
             columns[label] = np.array([fn(float(x)) for x in curve.p_grid])
@@ -99,7 +102,8 @@ def _plot_curves(columns, norms, refs, noise, dim, path) -> None:
 
     fig, axes = plt.subplots(1, len(norms), figsize=(4.5 * len(norms), 3.6), squeeze=False)
     for ax, p in zip(axes[0], norms, strict=True):
-        ax.plot(columns["p_a"], columns[f"R_{_label(p)}"], label="UniCR (exact)", lw=2)
+        ax.plot(columns["p_a"], columns[f"R_{_label(p)}"], label="proven", lw=2)
+        ax.plot(columns["p_a"], columns[f"R_family_{_label(p)}"], ":", label="family (UniCR)", lw=2)
         for label, q, _ in refs:
             if q == p:
                 ax.plot(columns["p_a"], columns[label], "--", label=label)
@@ -122,11 +126,13 @@ def _radius_vs_p(noise, args, out: Path, stem: str) -> None:
     path = out / f"{stem}_radius_vs_p.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["p", "radius"])
-        writer.writerows([[_label(r.norm), r.radius] for r in results])
+        writer.writerow(["p", "radius", "radius_family", "bound"])
+        writer.writerows([[_label(r.norm), r.radius, r.radius_family, r.bound] for r in results])
     finite = [r for r in results if math.isfinite(r.norm)]
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
-    ax.plot([r.norm for r in finite], [r.radius for r in finite], "o-")
+    ax.plot([r.norm for r in finite], [r.radius for r in finite], "o-", label="proven")
+    ax.plot([r.norm for r in finite], [r.radius_family for r in finite], "s:", label="family")
+    ax.legend(fontsize=8)
     ax.set(xlabel="p", ylabel="R", title=f"{noise.describe()}, p_A={args.pa_at}, d={args.dim}")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -150,8 +150,18 @@ def certified_radii(
     seconds = (time.perf_counter() - start) / max(1, len(ps))
     return [
         RadiusResult(
-            noise.describe(), p_a, p_b, p, dim, proven[p][0], method, seconds, info,
-            radius_family=r, bound=proven[p][1], tight=proven[p][2],
+            noise.describe(),
+            p_a,
+            p_b,
+            p,
+            dim,
+            proven[p][0],
+            method,
+            seconds,
+            info,
+            radius_family=r,
+            bound=proven[p][1],
+            tight=proven[p][2],
         )
         for p, (r, info) in found.items()
     ]

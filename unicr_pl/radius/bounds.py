@@ -29,6 +29,8 @@ from scipy.special import erfcx, expit, ndtri
 from unicr_pl.noises import Noise
 
 BOUND_MARGIN = 1e-4  # relative, off every numerically computed bound (quadrature, grids)
+# Bounds whose value is the true worst case (closed forms, no margin needed).
+EXACT_BOUNDS = ("cohen-gaussian", "uniform-cube-overlap")
 _T_MAX = 690.0  # log-odds range of the score law's grid; the mass beyond is < 1e-299
 _CENTRE = np.linspace(0.0, 30.0, 6001)  # log-odds, fine where the mass is
 _TAIL = np.geomspace(30.0, _T_MAX, 1200)[1:]
@@ -48,9 +50,11 @@ def _grid_logodds(symmetric: bool) -> np.ndarray:
 
 def _score(noise: Noise, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log f up to a constant, score s = -(log f)') at x, by autograd of `log_prob`."""
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    lp = noise.log_prob(xt)
-    (grad,) = torch.autograd.grad(lp.sum(), xt)
+    # Callers may run under no_grad / inference_mode (certification loops): re-enable autograd.
+    with torch.inference_mode(False), torch.enable_grad():
+        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        lp = noise.log_prob(xt)
+        (grad,) = torch.autograd.grad(lp.sum(), xt)
     return lp.detach().numpy(), -grad.numpy()
 
 
@@ -318,12 +322,11 @@ def is_gaussian(noise: Noise) -> bool:
 
 def _equivalence(dim: int, q: float, p: float) -> float:
     """C with ||delta||_q <= C ||delta||_p in R^d, so that R_p >= R_q / C."""
-    inv = (lambda r: 0.0 if math.isinf(r) else 1.0 / r)
+
+    def inv(r: float) -> float:
+        return 0.0 if math.isinf(r) else 1.0 / r
+
     return max(1.0, dim ** (inv(q) - inv(p)))
-
-
-# Bounds whose value is the true worst case (not only a lower bound of it).
-EXACT_BOUNDS = ("cohen-gaussian", "uniform-cube-overlap")
 
 
 class ProvenRadius:
@@ -360,9 +363,7 @@ class ProvenRadius:
             )
         self.fisher = law.fisher()
         if not math.isfinite(self.fisher):
-            self.notes["fisher-arcsin"] = (
-                "fisher-arcsin unavailable: infinite Fisher information"
-            )
+            self.notes["fisher-arcsin"] = "fisher-arcsin unavailable: infinite Fisher information"
 
     def _primary(self, p_a, p_b) -> tuple[dict[float, tuple], dict[float, tuple]]:
         """Candidate bounds per base norm (1 and 2): {q: [(name, values), ...]}."""
@@ -394,8 +395,10 @@ class ProvenRadius:
                 if math.isfinite(self.fisher):
                     arc = np.arcsin(2 * p_a - 1) - np.arcsin(2 * p_b - 1)
                     cands[2.0].append(("fisher-arcsin", arc / (2 * math.sqrt(self.fisher))))
-        return {q: [(name, np.where(p_a > p_b, np.nan_to_num(v, nan=0.0), zero))
-                    for name, v in c] for q, c in cands.items()}
+        return {
+            q: [(name, np.where(p_a > p_b, np.nan_to_num(v, nan=0.0), zero)) for name, v in c]
+            for q, c in cands.items()
+        }
 
     def radii(self, p_a, p_b, norms) -> dict[float, tuple[np.ndarray, np.ndarray]]:
         """{p: (radius, name of the bound per sample)}, margin taken off; 0 where p_A <= p_B."""
@@ -424,7 +427,9 @@ class ProvenRadius:
             name = np.where(use1, n1, n2)
             if p not in (1.0, 2.0):
                 name = np.array([s + f" (norm equivalence to l{p:g})" for s in name], dtype=object)
-            out[p] = (r * (1 - BOUND_MARGIN), name)
+            # Closed forms are exact in float64; computed bounds lose the numerical margin.
+            exact = np.array([s.split(" ")[0] in EXACT_BOUNDS for s in name], dtype=bool)
+            out[p] = (np.where(exact, r, r * (1 - BOUND_MARGIN)), name)
         return out
 
     def bound_names(self, norms) -> dict[float, str]:

@@ -166,7 +166,8 @@ def compute_curve(
         near_min = table <= table.min(axis=0) * (1 + _K_SLACK)
         # Where R is flat in k around a coarse k (Gaussian-like: R(k) is the same for every
         # k), the k between its neighbours cannot dip below the curve's own deduction.
-        spread = np.abs(table[2:] / table[1:-1] - 1) + np.abs(table[:-2] / table[1:-1] - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # R = 0 or inf: not flat
+            spread = np.abs(table[2:] / table[1:-1] - 1) + np.abs(table[:-2] / table[1:-1] - 1)
         flat = np.pad(spread <= _K_TIE, ((1, 1), (0, 0)), constant_values=False)
         for i in np.flatnonzero((near_min & ~flat).any(axis=1)):
             left, right = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]

@@ -25,10 +25,10 @@ class SampleRadius:
     upper bound of the true radius, comparable to the UniCR paper), `bound` the theorem
     behind each norm's proven radius and `tight` whether the two coincide (proven exact).
 
-    Family values: Gaussian noise: Cohen's sigma/2 (Phi^-1(p_A) - Phi^-1(p_B)) for p <= 2 and that times
-    d^(1/p - 1/2) for p > 2 (exact: the axis and the diagonal are the worst l_p directions on
-    an l2 sphere). Other noises: a `RadiusCurve` on a dense p_A grid (binary case; the look-up
-    steps down to the grid), or the exact engine per sample (multi-class).
+    Family values: Gaussian noise: Cohen's sigma/2 (Phi^-1(p_A) - Phi^-1(p_B)) for p <= 2 and
+    that times d^(1/p - 1/2) for p > 2 (exact: the axis and the diagonal are the worst l_p
+    directions on an l2 sphere). Other noises: a `RadiusCurve` on a dense p_A grid (binary
+    case; the look-up steps down to the grid), or the exact engine per sample (multi-class).
     """
 
     def __init__(
@@ -49,9 +49,7 @@ class SampleRadius:
         p_a, p_b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
         family = self.family(p_a, p_b)
         found = self.proven.radii(p_a.ravel(), p_b.ravel(), self.norms)
-        return {
-            p: np.minimum(found[p][0].reshape(p_a.shape), family[p]) for p in self.norms
-        }
+        return {p: np.minimum(found[p][0].reshape(p_a.shape), family[p]) for p in self.norms}
 
     def family(self, p_a: np.ndarray, p_b: np.ndarray) -> dict[float, np.ndarray]:
         """The structured-family radius per norm (an upper bound of the true radius)."""
