@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -52,6 +53,8 @@ def check(args) -> tuple[list[float], list[dict], dict]:
     from unicr_pl.radius.checks import check_norm
     from unicr_pl.results import family_column, norm_column, read_manifest, read_results
 
+    if importlib.util.find_spec("torchattacks") is None:
+        raise ValueError("certify.py attack needs torchattacks: pip install 'unicr-pl[attack]'")
     if any(not s > 0 for s in args.scale):
         raise ValueError(f"--scale must be > 0, got {args.scale}")
     unknown = [a for a in args.attack if a not in ATTACKS]
@@ -209,7 +212,7 @@ def summary_table(results: list[dict]):
         index=["attack", "norm"], columns="scale", values="defended", aggfunc="mean"
     )
     table.columns = [f"scale {s:g}" for s in table.columns]
-    table["images"] = frame.groupby(["attack", "norm"])["idx"].nunique()
+    table["images"] = frame.groupby(["attack", "norm"])["idx"].nunique().astype(int)
     return table
 
 
@@ -220,7 +223,8 @@ def report(results, alarms, args, manifest, seed, n, alpha, images, out: Path) -
         return
     table = summary_table(results)
     table.to_csv(out / "table.csv", float_format="%.3f")
-    (out / "table.md").write_text(table.to_markdown(floatfmt=".3f") + "\n")
+    flat = table.reset_index()
+    (out / "table.md").write_text(flat.to_markdown(index=False, floatfmt=".3f") + "\n")
     print(f"defense accuracy of the smoothed classifier ({images} images, n = {n}):")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     within = [r for r in results if r["scale"] <= 1]
