@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-import certify
+from unicr_pl.commands import certify_cli as certify
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import api, certified_radii
 from unicr_pl.radius import curve as curve_module

@@ -150,6 +150,6 @@ def test_analyze_prints_table_and_score(tmp_path):
     assert abs(float(last[-1]) - (0.2 * 2 / 3 + 0.4 / 3)) < 1e-4
     assert (tmp_path / "an" / "certified_accuracy_l2.csv").is_file()
     # Table 3 view: top 20% of three samples is the single largest radius, 100% the ACR.
-    top = [ln for ln in lines if ln.startswith("sigma_0.25")][-1].split()[1:]
+    top = [ln for ln in lines if ln.startswith("sigma_0.25 ")][-1].split()[1:]
     assert float(top[0]) == 0.3 and abs(float(top[-1]) - 0.4 / 3) < 1e-3
     assert (tmp_path / "an" / "top_radius_means_l2.csv").is_file()

@@ -112,7 +112,8 @@ def test_local_runner_end_to_end(tmp_path, monkeypatch):
     assert len(list(out.glob("*/DONE"))) == 4
     with open(out / "copt_table.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["beta", "runs", "R_score_l1", "R_score_l2", "R_score_linf"]
+    proven = ["R_score_l1", "R_score_l2", "R_score_linf"]
+    assert rows[0] == ["beta", "runs", *proven, *[c.replace("_l", "_family_l") for c in proven]]
     assert [r[0] for r in rows[1:]] == ["1.0", "2.0"] and all(r[1] == "2" for r in rows[1:])
     assert all(float(v) >= 0 for r in rows[1:] for v in r[2:])
     mtimes = {p: os.path.getmtime(p) for p in out.glob("*/train.log")}

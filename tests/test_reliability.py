@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-import certify as cli
+from unicr_pl.commands import certify_cli as cli
 from unicr_pl.results import (
     BASE_COLUMNS,
     DESCRIPTIVE,

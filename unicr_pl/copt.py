@@ -183,7 +183,9 @@ def table(cfg: dict, points: list[tuple[dict, Path]]) -> tuple[list[str], list[l
         result = read_run(run_dir)
         if result is not None:
             groups.setdefault(tuple(point[k] for k in keys), []).append(result)
-    norms = sorted({n for runs in groups.values() for r in runs for n in r})
+    # Proven scores first (the certificate), then the family ones (comparable to the paper).
+    found = {n for runs in groups.values() for r in runs for n in r}
+    norms = sorted(found, key=lambda n: (n.startswith("family"), n))
     rows = []
     for key, runs in groups.items():
         scores = [robustness_score([r[n] for r in runs if n in r]) for n in norms]

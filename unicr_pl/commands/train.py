@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks import CertificationCallback
+from unicr_pl.commands.errors import guarded
 from unicr_pl.lightning import UniCRDataModule, UniCRModule
 from unicr_pl.lightning.data import dataset_spec
 
@@ -270,15 +271,5 @@ def _short(path) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """The error boundary: bad input and the OS's refusals become one line and exit code 2."""
-    try:
-        main(argv)
-    except ValueError as err:
-        message = str(err)
-    except OSError as err:
-        where = f" ({err.filename})" if err.filename else ""
-        message = f"{err.strerror or err}{where}"
-    else:
-        return 0
-    print(f"train.py: error: {message}", file=sys.stderr)
-    return 2
+    """`train.py` / `unicr-train` behind the shared error boundary (one line, exit code 2)."""
+    return guarded("train.py", lambda: main(argv))

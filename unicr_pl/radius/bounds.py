@@ -27,10 +27,14 @@ from scipy import integrate
 from scipy.special import erfcx, expit, ndtri
 
 from unicr_pl.noises import Noise
+from unicr_pl.radius import closed_forms
+from unicr_pl.radius.cache import BoundedLRU
 
 BOUND_MARGIN = 1e-4  # relative, off every numerically computed bound (quadrature, grids)
 # Bounds whose value is the true worst case (closed forms, no margin needed).
 EXACT_BOUNDS = ("cohen-gaussian", "uniform-cube-overlap")
+# Closed forms evaluated to float64 precision: no numerical margin (not all of them are tight).
+CLOSED_FORMS = (*EXACT_BOUNDS, "yang-pareto-l1")
 _T_MAX = 690.0  # log-odds range of the score law's grid; the mass beyond is < 1e-299
 _CENTRE = np.linspace(0.0, 30.0, 6001)  # log-odds, fine where the mass is
 _TAIL = np.geomspace(30.0, _T_MAX, 1200)[1:]
@@ -388,6 +392,11 @@ class ProvenRadius:
                         0.5 * n.alpha * np.log(p_a / p_b), -n.alpha * np.log1p(-(p_a - p_b))
                     )
                     cands[1.0].append(("teng-laplace-l1", teng))
+                if n.name == "pareto":
+                    # Yang et al.'s differential bound in closed form (binary in p_A; a smaller
+                    # p_B only helps): our tabulated G is ~5e-4 below it.
+                    yang = np.vectorize(closed_forms.yang_pareto_l1)(n.alpha, n.beta, p_a)
+                    cands[1.0].append(("yang-pareto-l1", yang))
                 if math.isfinite(self.c):
                     cands[2.0].append(
                         ("gaussian-domination", (ndtri(p_a) - ndtri(p_b)) / (2 * self.c))
@@ -428,7 +437,7 @@ class ProvenRadius:
             if p not in (1.0, 2.0):
                 name = np.array([s + f" (norm equivalence to l{p:g})" for s in name], dtype=object)
             # Closed forms are exact in float64; computed bounds lose the numerical margin.
-            exact = np.array([s.split(" ")[0] in EXACT_BOUNDS for s in name], dtype=bool)
+            exact = np.array([s.split(" ")[0] in CLOSED_FORMS for s in name], dtype=bool)
             out[p] = (np.where(exact, r, r * (1 - BOUND_MARGIN)), name)
         return out
 
@@ -443,16 +452,15 @@ class ProvenRadius:
         return names
 
 
-_PROVEN: dict[tuple[int, int], ProvenRadius] = {}
+BOUNDS_VERSION = "bounds-1"  # bump when a bound's numerics change: it invalidates cached curves
+# Keyed by the law's content hash (never id(noise), which Python reuses after a free), and
+# bounded like the engines, so that C-OPT / I-OPT loops over many noises stay flat in memory.
+_PROVEN = BoundedLRU(max_items=32, max_bytes=64 * 2**20)
 
 
 def proven_radius(noise: Noise, dim: int) -> ProvenRadius:
-    """A cached ProvenRadius per (noise object, d): the score law costs ~1 s to tabulate."""
-    key = (id(noise), int(dim))
-    found = _PROVEN.get(key)
-    if found is None or found.noise is not noise:
-        found = _PROVEN[key] = ProvenRadius(noise, dim)
-    return found
+    """A cached ProvenRadius per (law, d): the score law costs ~1 s to tabulate."""
+    return _PROVEN.get_or_create((noise.identity(), int(dim)), lambda: ProvenRadius(noise, dim))
 
 
 TIGHT_RTOL = 2e-3  # proven within this of the family value: `tight` (the family is exact there)

@@ -21,7 +21,7 @@ from scipy.special import ndtr, ndtri
 
 import unicr_pl
 from unicr_pl.noises import Noise
-from unicr_pl.radius.bounds import proven_curve, proven_radius
+from unicr_pl.radius.bounds import BOUNDS_VERSION, proven_curve, proven_radius
 from unicr_pl.radius.cache import BoundedLRU, env_limits
 from unicr_pl.radius.checks import check_dim, check_norm, lp_norm_of_structured
 from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
@@ -272,6 +272,7 @@ class RadiusCurve:
             "norms": [str(p) for p in self.norms],
             "p_grid": hashlib.sha256(self.p_grid.tobytes()).hexdigest(),
             "engine": ENGINE_VERSION,
+            "bounds": BOUNDS_VERSION,
             "version": unicr_pl.__version__,
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
