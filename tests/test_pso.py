@@ -29,7 +29,7 @@ FORMS = [
 ]
 
 
-@pytest.mark.parametrize("dim", [784, 3072])
+@pytest.mark.parametrize("dim", [784, pytest.param(3072, marks=pytest.mark.slow)])  # 3072: ~15 s
 @pytest.mark.parametrize(("name", "params", "norm", "closed"), FORMS)
 def test_pso_within_3_percent_on_average(name, params, norm, closed, dim):
     noise = create_noise(name, **params)
