@@ -119,8 +119,7 @@ class CertificationCallback(L.Callback):
         look = self._radii(module, dim)
         # Proven radii (sound over all directions) and the structured-family values beside
         # them (the paper-comparable upper bound), logged with a `_family` suffix.
-        radii = look(p_a, 1 - p_a)  # {norm: [B]}, binary case
-        family = look.family(p_a, 1 - p_a)
+        radii, family = look.both(p_a, 1 - p_a)  # {norm: [B]} each, binary case
         table, table_family = {}, {}
         per_sample = {
             "idx": indices,

@@ -74,9 +74,8 @@ class CertifyTask(L.LightningModule):
         dim = int(np.prod(model.hparams.input_shape))
         # I-OPT needs radii per candidate noise (`_candidate_radius`), not this look-up.
         self.radius = None if iopt_config else SampleRadius(noise, dim, norms, multiclass)
-        # The family radius (an upper bound, see SampleRadius.family) where the look-up has it.
-        self.family = self.radius is not None and hasattr(self.radius, "family")
-        if self.family:
+        # The family radius (an upper bound, see SampleRadius.family) beside the proven one.
+        if self.radius is not None:
             self.extra = (*self.extra, *(family_column(p) for p in norms))
         self._candidates: dict[tuple, SampleRadius] = {}
         self.writer: ResultWriter | None = None
@@ -118,8 +117,7 @@ class CertifyTask(L.LightningModule):
             seed=self.seed,
             indices=indices,
         )
-        radii = self.radius(cert.p_a, cert.p_b)
-        family = self.radius.family(cert.p_a, cert.p_b) if self.family else {}
+        radii, family = self.radius.both(cert.p_a, cert.p_b)
         seconds = (time.perf_counter() - start) / len(idx)
         for i in range(len(idx)):
             pred = int(cert.prediction[i])

@@ -46,10 +46,16 @@ class SampleRadius:
 
     def __call__(self, p_a: np.ndarray, p_b: np.ndarray) -> dict[float, np.ndarray]:
         """Proven radius per norm: the best sound bound, capped by the family value."""
+        return self.both(p_a, p_b)[0]
+
+    def both(self, p_a: np.ndarray, p_b: np.ndarray) -> tuple[dict, dict[float, np.ndarray]]:
+        """(proven, family) radii per norm from one family evaluation: for multi-class
+        non-Gaussian noise the family value is one exact-engine solve per sample."""
         p_a, p_b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
         family = self.family(p_a, p_b)
         found = self.proven.radii(p_a.ravel(), p_b.ravel(), self.norms)
-        return {p: np.minimum(found[p][0].reshape(p_a.shape), family[p]) for p in self.norms}
+        proven = {p: np.minimum(found[p][0].reshape(p_a.shape), family[p]) for p in self.norms}
+        return proven, family
 
     def family(self, p_a: np.ndarray, p_b: np.ndarray) -> dict[float, np.ndarray]:
         """The structured-family radius per norm (an upper bound of the true radius)."""
