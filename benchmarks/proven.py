@@ -62,8 +62,12 @@ def main() -> None:
         cells = " | ".join(f"{entry[p]:.3f}" for p in P_AS)
         norm_s = "inf" if math.isinf(norm) else f"{norm:g}"
         print(f"| {name} | {dim} | l{norm_s} | {cells} | {', '.join(sorted(entry['bound']))} |")
-    worst = min(results, key=lambda r: r[4] if r[2] == 2 and math.isfinite(r[4]) else 9)
-    print(f"\nworst l2 ratio: {worst[4]:.3f} ({worst[0]}, d={worst[1]}, p_A={worst[3]})")
+    print()
+    for norm in (1.0, 2.0, math.inf):
+        mine = [r for r in results if r[2] == norm and math.isfinite(r[4])]
+        worst = min(mine, key=lambda r: r[4])
+        norm_s = "inf" if math.isinf(norm) else f"{norm:g}"
+        print(f"worst l{norm_s} ratio: {worst[4]:.3f} ({worst[0]}, d={worst[1]}, p_A={worst[3]})")
     print(f"{len(results)} radii in {time.perf_counter() - start:.0f} s")
 
 

@@ -1,5 +1,6 @@
-"""Lightning callbacks of unicr-pl (they import `unicr_pl`; `unicr_pl` never imports them)."""
+"""The project's callbacks folder: the code lives in `unicr_pl.callbacks` (installed under that
+unambiguous name); this re-export keeps `from callbacks import ...` working in a checkout."""
 
-from callbacks.certification import CertificationCallback
+from unicr_pl.callbacks import CertificationCallback
 
 __all__ = ["CertificationCallback"]

@@ -15,6 +15,7 @@ from unicr_pl.smoothing import (
     SmoothedClassifier,
     clopper_pearson_lower,
     clopper_pearson_upper,
+    pack_passes,
 )
 
 
@@ -115,3 +116,143 @@ def test_bad_certify_arguments(kwargs, message):
     args = {"n0": 10, "n": 10, "alpha": 0.01, **kwargs}
     with pytest.raises(ValueError, match=message):
         g.certify(torch.zeros(1, 2), **args)
+
+
+# ---- packed passes, precision, channels-last, prefetch (issue #15, item 5) ----
+
+
+def small_lenet() -> nn.Module:
+    """A LeNet for 8x8 inputs (real convolutions and pooling), random weights."""
+    from unicr_pl.backbones import create_backbone
+
+    torch.manual_seed(0)
+    return create_backbone("lenet", 10, [1, 8, 8]).eval()
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "gennormal"])
+def test_packed_certify_equals_per_image_counts(noise):
+    """n smaller than the batch: the draws of several images (both stages) share a forward
+    pass; every image's counts are those of certifying it alone, with any batch size."""
+    net, x = small_lenet(), torch.rand(5, 1, 8, 8)
+    nz = create_noise(noise, sigma=0.5, **({"beta": 0.75} if noise == "gennormal" else {}))
+    idx = [3, 17, 4, 250, 9]
+    packed = SmoothedClassifier(net, nz, 10, batch_size=500).certify(
+        x, 30, 170, 0.01, seed=11, indices=idx
+    )
+    for batch in (1000, 129, 7):  # whole, blocks split across passes, many passes
+        alone = SmoothedClassifier(net, nz, 10, batch_size=batch, prefetch=batch == 129)
+        rows = [alone.certify(x[i : i + 1], 30, 170, 0.01, seed=11, indices=[k]) for i, k in
+                enumerate(idx)]  # fmt: skip
+        assert np.array_equal(packed.counts, np.concatenate([r.counts for r in rows]))
+        assert np.array_equal(packed.prediction, np.concatenate([r.prediction for r in rows]))
+    assert packed.counts.sum(axis=1).tolist() == [170] * 5
+
+
+def test_pack_passes_covers_every_draw_once_in_full_passes():
+    sizes, batch = [30, 170, 1, 0, 500, 44], 128
+    plan = pack_passes(sizes, batch)
+    assert [sum(m for *_, m in p) for p in plan[:-1]] == [batch] * (len(plan) - 1)
+    seen = {s: [] for s in range(len(sizes))}
+    for p in plan:
+        for s, start, m in p:
+            seen[s] += range(start, start + m)
+    assert all(seen[s] == list(range(size)) for s, size in enumerate(sizes))
+
+
+class DtypeSpy(nn.Module):
+    """Records the autocast state and the weight's compute dtype of each forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.seen = nn.Linear(4, 3), []
+
+    def forward(self, x):
+        out = self.lin(x)
+        self.seen.append((torch.is_autocast_enabled("cpu"), x.dtype, out.dtype))
+        return out
+
+
+class SpyNoise:
+    """A Gaussian that records whether autocast was on while it drew."""
+
+    def __init__(self):
+        self.inner, self.autocast = create_noise("gaussian", sigma=0.3), []
+
+    def sample(self, *args, **kwargs):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return self.inner.sample(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("32-true", None), ("bf16-mixed", "bf16")])
+def test_autocast_wraps_the_classifier_only(precision, dtype):
+    spy, noise = DtypeSpy(), SpyNoise()
+    g = SmoothedClassifier(spy, noise, 3, batch_size=64, precision=precision)
+    cert = g.certify(torch.zeros(2, 4), 10, 100, 0.01, seed=0)
+    assert cert.counts.sum() == 200 and noise.autocast and not any(noise.autocast)
+    on, x_dtype, out_dtype = spy.seen[-1]
+    assert x_dtype == torch.float32  # noise and normalisation stay in float32
+    assert on == (dtype is not None)
+    assert out_dtype == (torch.bfloat16 if dtype else torch.float32)
+
+
+def test_bad_precision_and_channels_last():
+    with pytest.raises(ValueError, match="precision must be one of 32-true"):
+        SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2, precision="bf16")
+    net = small_lenet()
+    g = SmoothedClassifier(net, create_noise("gaussian", sigma=0.25), 10, channels_last=True)
+    assert net.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    cert = g.certify(torch.rand(2, 1, 8, 8), 10, 100, 0.01, seed=0)
+    assert cert.counts.sum() == 200
+
+
+def test_prefetch_under_inference_mode_and_nan_names_the_sample():
+    """Lightning predicts under inference_mode; the worker thread must cope. A NaN found in
+    a packed pass still names the dataset index of its input."""
+    net, x = small_lenet(), torch.rand(3, 1, 8, 8)
+    x[1, 0, 0, 0] = float("nan")
+    g = SmoothedClassifier(
+        net, create_noise("laplace", sigma=0.25), 10, batch_size=64, prefetch=True
+    )
+    with torch.inference_mode():
+        ok = g.certify(x[[0, 2]], 20, 200, 0.01, seed=1, indices=[4, 6])
+        with pytest.raises(ValueError, match="NaN or inf logits for sample 5"):
+            g.certify(x, 20, 200, 0.01, seed=1, indices=[4, 5, 6])
+    g.prefetch = False
+    again = g.certify(x[[0, 2]], 20, 200, 0.01, seed=1, indices=[4, 6])
+    assert np.array_equal(ok.counts, again.counts)
+
+
+def test_precision_is_a_setting_of_the_result_file(tmp_path):
+    """A resume with another precision is refused; a file written before the setting existed
+    (no key in its manifest) resumes at 32-true."""
+    from unicr_pl.results import ResultWriter, read_manifest
+
+    path, base = tmp_path / "r.tsv", {"n": 100, "seed": 0}
+    row = {"idx": 0, "label": 1, "predict": 1, "radius": 0.5, "correct": 1, "time": 0.1,
+           "p_a": 0.9, "p_b": 0.1, "radius_l2": 0.5}  # fmt: skip
+    writer = ResultWriter(path, [2.0], base)  # an older file: no precision key
+    writer.write(row)
+    writer.close()
+    now = {**base, "precision": "32-true", "channels_last": False}
+    ResultWriter(path, [2.0], now).close()
+    assert read_manifest(path)["precision"] == "32-true"
+    with pytest.raises(ValueError, match=r"other settings \(precision\)"):
+        ResultWriter(path, [2.0], {**now, "precision": "bf16-mixed"})
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        ("gaussian", {}, [[476, 524], [626, 374]]),
+        ("gennormal", {"beta": 0.75}, [[403, 597], [698, 302]]),
+        ("expmix", {"beta": 0.5}, [[440, 560], [603, 397]]),
+        ("custom", {"log_density": lambda y: -(y.abs() ** 1.5)}, [[428, 572], [655, 345]]),
+    ],
+)
+def test_seeded_rows_are_those_of_earlier_versions(name, params, expected):
+    """Same seed, same rows across versions: counts computed with the code before the packed
+    passes and the faster samplers (the sign of the first coordinate of x + eps)."""
+    x = torch.zeros(2, 1, 4, 4)
+    x[:, 0, 0, 0] = torch.tensor([0.1, -0.3])
+    g = SmoothedClassifier(Halfspace(), create_noise(name, sigma=1.0, **params), 2, batch_size=100)
+    assert g.certify(x, 50, 1000, 0.01, seed=5, indices=[7, 123]).counts.tolist() == expected

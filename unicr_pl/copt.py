@@ -25,7 +25,7 @@ import yaml
 
 from unicr_pl.metrics import robustness_score
 from unicr_pl.processes import die_with_parent
-from unicr_pl.results import FileLock
+from unicr_pl.results import FileLock, read_callback_radii
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,21 +158,10 @@ def read_run(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     writes into a run folder of its own under the point's folder: the newest one is read."""
     folders = sorted((d for d in run_dir.glob("*/") if d.is_dir()), key=lambda d: d.stat().st_mtime)
     for folder in [*reversed(folders), run_dir]:
-        parts = sorted(folder.glob("certification_last.rank*.tsv"))
-        if parts:
-            break
-    else:
-        return None
-    rows = []
-    for part in parts:
-        with open(part, newline="") as fh:
-            rows += list(csv.DictReader(fh, delimiter="\t"))
-    correct = np.array([int(r["correct"]) for r in rows], dtype=bool)
-    return {
-        k.removeprefix("radius_"): (np.array([float(r[k]) for r in rows]), correct)
-        for k in rows[0]
-        if k.startswith("radius_")
-    }
+        radii = read_callback_radii(folder)
+        if radii is not None:
+            return radii
+    return None
 
 
 def table(cfg: dict, points: list[tuple[dict, Path]]) -> tuple[list[str], list[list]]:

@@ -2,8 +2,10 @@
 
 Starting from the training noise, each parameter (sigma, beta of the family) is moved by +-step
 inside its bounds; a move is kept when the candidate's radius, estimated on *fresh* draws, is
-larger. Unlike the official scripts, every candidate is recorded, a bound on one side does not
-stop the search (the other side is still tried), and passes repeat until none improves.
+larger. Unlike the official scripts, every candidate is recorded (`IOPTResult.history`; dataset
+certification writes it, one JSON line per input, to `<out>.iopt.jsonl` through
+`results.HistoryWriter`), a bound on one side does not stop the search (the other side is still
+tried), and passes repeat until none improves.
 
 Prediction-preserving (Eq. 34): the class is fixed by the starting noise (or by the base
 classifier on the clean input when the model was trained without noise); a candidate whose
@@ -61,6 +63,25 @@ class IOPTResult:
     p_a: float
     radius: float
     history: list[dict]
+
+    def record(self, **context) -> dict:
+        """The search of one input as a JSON-ready dict for the history file: `context` (idx,
+        label, ...), the choice, and every candidate tried in order (its parameters, p_A on its
+        own draws, radius, top class; `skipped` for a step outside the bounds, `final` for the
+        fresh-draw estimate of the chosen noise)."""
+        return {
+            **context,
+            "prediction": int(self.prediction),
+            "params": {k: float(v) for k, v in self.params.items()},
+            "p_a": float(self.p_a),
+            "radius": float(self.radius),
+            "candidates": [{k: _plain(v) for k, v in h.items()} for h in self.history],
+        }
+
+
+def _plain(value):
+    """numpy scalars as Python numbers (json refuses them)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def iopt(

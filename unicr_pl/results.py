@@ -14,24 +14,27 @@ import contextlib
 import csv
 import fcntl
 import json
-import math
 import os
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from unicr_pl.radius.checks import norm_label
+
 BASE_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time", "p_a", "p_b"]
 
 
 def norm_column(p: float) -> str:
     """Column name of the radius for l_p: radius_l1, radius_l2, radius_linf, radius_l1.5."""
-    return "radius_linf" if math.isinf(p) else f"radius_l{p:g}"
+    return f"radius_{norm_label(p)}"
 
 
 def family_column(p: float) -> str:
     """Column name of the noise family's radius for l_p: radius_family_l2, radius_family_linf."""
-    return "radius_family_linf" if math.isinf(p) else f"radius_family_l{p:g}"
+    return f"radius_family_{norm_label(p)}"
 
 
 def manifest_path(tsv_path: str | Path) -> Path:
@@ -57,6 +60,8 @@ def read_manifest(tsv_path: str | Path) -> dict:
 
 # Manifest entries that describe a run but do not change its rows: never compared on resume.
 DESCRIPTIVE = frozenset({"indices", "code_version", "ckpt_path"})
+# Settings added after files were written without them, with the value those files had.
+IMPLIED = {"precision": "32-true", "channels_last": False}
 
 
 def lock_path(path: str | Path) -> Path:
@@ -257,6 +262,37 @@ def shard_paths(path: str | Path) -> list[Path]:
     return sorted(p for p in path.parent.glob(path.name + ".part*") if pattern.fullmatch(p.name))
 
 
+def result_row(
+    idx: int,
+    label: int,
+    prediction: int,
+    seconds: float,
+    p_a: float,
+    p_b: float,
+    radii: dict[float, float],
+    family: dict[float, float],
+) -> dict[str, object]:
+    """One certification row: Cohen's columns (`radius` is the first norm's proven radius;
+    `correct` is 0 for an abstention, -1), p_a, p_b, and per norm the proven radius and the
+    family value. Callers add their `extra` columns (e.g. I-OPT's choice)."""
+    idx, label, prediction = int(idx), int(label), int(prediction)
+    row: dict[str, object] = {
+        "idx": int(idx),
+        "label": int(label),
+        "predict": int(prediction),
+        "correct": int(prediction == label and prediction != -1),
+        "time": f"{seconds:.4f}",
+        "p_a": f"{p_a:.10g}",
+        "p_b": f"{p_b:.10g}",
+    }
+    for p, r in radii.items():
+        row[norm_column(p)] = f"{r:.10g}"
+    for p, r in family.items():
+        row[family_column(p)] = f"{r:.10g}"
+    row["radius"] = row[norm_column(next(iter(radii)))]
+    return row
+
+
 class ResultWriter:
     """Appends rows to a TSV under an exclusive lock, resuming after its last complete row.
 
@@ -310,6 +346,7 @@ class ResultWriter:
             return self._start()
         old = json.loads(self.settings_path.read_text()) if self.settings_path.exists() else None
         old_settings = {k: v for k, v in (old or {}).items() if k not in DESCRIPTIVE}
+        old_settings = {**{k: v for k, v in IMPLIED.items() if k in self.settings}, **old_settings}
         if old is None or old_settings != self.settings:
             changed = sorted(
                 k
@@ -355,6 +392,59 @@ class ResultWriter:
             self._fh.close()
         finally:
             self._release()
+
+
+class HistoryWriter:
+    """I-OPT's search history beside a result file, `<file>.iopt.jsonl`: one JSON object per
+    input (idx, the candidates tried, their p_A and radius, the choice), appended and flushed
+    as produced. Every rank of a sharded run appends to the same file, each line under an
+    exclusive flock of it; opening cuts a half-written last line (a killed writer's).
+
+    Resuming appends the inputs still to do. An input whose TSV row was never written is
+    certified again and gets a second, identical line (seeded draws): `read` keeps the last
+    line per idx, and only the idx present in the result file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.results = Path(path)
+        self.path = self.results.with_name(self.results.name + ".iopt.jsonl")
+        self._fh = open(self.path, "ab")  # noqa: SIM115 (closed in close())
+        with self._locked():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                os.truncate(self.path, data.rfind(b"\n") + 1)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+    def write(self, record: dict) -> None:
+        """Appends one input's record (it must hold 'idx') as one line and flushes it."""
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        try:
+            with self._locked():
+                self._fh.write(line)
+                self._fh.flush()
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @staticmethod
+    def read(path: str | Path) -> dict[int, dict]:
+        """{idx: record} for the rows of result file `path`, from `<path>.iopt.jsonl`."""
+        source = Path(path).with_name(Path(path).name + ".iopt.jsonl")
+        rows = done_indices(path)
+        out = {}
+        for line in source.read_bytes().split(b"\n")[:-1]:  # complete lines only
+            record = json.loads(line)
+            if record["idx"] in rows:
+                out[record["idx"]] = record
+        return out
 
 
 def finalize(path: str | Path, lock: bool = True) -> int:
@@ -443,9 +533,65 @@ def _compact(indices: list[int]) -> str:
     return f"{len(indices)} samples: {shown}{', ...' if len(indices) > 10 else ''}"
 
 
+# ---- The certification callback's files (read back by C-OPT's runner) ----
+# The callback certifies validation samples while training; spawned DDP workers lose their
+# state, so it leaves two files in the run folder: the synced table (rank 0) and each rank's
+# per-sample radii. Plain files rather than the logger, so that C-OPT needs no W&B server.
+CALLBACK_TABLE = "certification_last.json"
+CALLBACK_SAMPLES = "certification_last.rank{rank}.tsv"
+
+
+def write_callback_table(folder: str | Path, table: dict[str, list[float]]) -> None:
+    """Writes the callback's certified-accuracy table {norm label: [acc per radius, R_score]}."""
+    with atomic_path(Path(folder) / CALLBACK_TABLE) as tmp:
+        tmp.write_text(json.dumps(table))
+
+
+def read_callback_table(folder: str | Path) -> dict[str, list[float]] | None:
+    """The table `write_callback_table` wrote in `folder`, or None if there is none."""
+    path = Path(folder) / CALLBACK_TABLE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def remove_callback_table(folder: str | Path) -> None:
+    """Removes an earlier run's table (it must never be shown as this run's)."""
+    (Path(folder) / CALLBACK_TABLE).unlink(missing_ok=True)
+
+
+def write_callback_samples(folder: str | Path, rank: int, columns: dict[str, list]) -> None:
+    """Writes one rank's per-sample columns (idx, label, predict, correct, p_a, radius_*) as a
+    TSV, atomically."""
+    with atomic_path(Path(folder) / CALLBACK_SAMPLES.format(rank=rank)) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write("\t".join(columns) + "\n")
+            for row in zip(*columns.values(), strict=True):
+                fh.write("\t".join(str(v) for v in row) + "\n")
+
+
+def read_callback_radii(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """{radius column without its 'radius_' prefix (l2, family_l2, ...): (radius, correct)}
+    over every rank's samples in `folder`, or None if the callback wrote none there."""
+    parts = sorted(Path(folder).glob(CALLBACK_SAMPLES.format(rank="*")))
+    if not parts:
+        return None
+    rows: list[dict] = []
+    for part in parts:
+        with open(part, newline="") as fh:
+            rows += list(csv.DictReader(fh, delimiter="\t"))
+    correct = np.array([int(r["correct"]) for r in rows], dtype=bool)
+    return {
+        k.removeprefix("radius_"): (np.array([float(r[k]) for r in rows]), correct)
+        for k in (rows[0] if rows else {})
+        if k.startswith("radius_")
+    }
+
+
 __all__ = [
     "BASE_COLUMNS",
+    "CALLBACK_SAMPLES",
+    "CALLBACK_TABLE",
     "FileLock",
+    "HistoryWriter",
     "atomic_path",
     "ResultWriter",
     "code_version",
@@ -456,9 +602,15 @@ __all__ = [
     "manifest_path",
     "norm_column",
     "radius_and_correct",
+    "result_row",
+    "read_callback_radii",
+    "read_callback_table",
     "read_manifest",
     "read_results",
     "shard_path",
     "shard_paths",
+    "remove_callback_table",
+    "write_callback_samples",
+    "write_callback_table",
     "write_manifest",
 ]

@@ -4,11 +4,19 @@ Cohen et al.'s PREDICT and CERTIFY (2019), for any `unicr_pl.noises` noise: the 
 added in the classifier's *input* space, before its normalisation layer, and the class counts
 are gathered in batches of noisy copies (vectorised, no per-draw Python loop), on the device
 of the base classifier. Selection (n0) and estimation (n) use separate draws.
+
+Seeded certification packs the draws of every input and both stages into full forward passes
+of `batch_size` copies; each draw's value depends only on (seed, index, stage, draw number),
+so the counts are those of certifying each input alone. On the hot path nothing goes back to
+the host but one copy of the counts per call (and, on CUDA, the rejection samplers' sizes);
+autocast (`precision`) wraps the base classifier only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +71,41 @@ class Certificate:
     counts: np.ndarray  # [B, num_classes] estimation counts
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "32-true": None,  # no autocast: the rows of every earlier version
+    "bf16-mixed": torch.bfloat16,
+    "16-mixed": torch.float16,
+}
+
+
+def check_precision(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a Lightning precision name (None for 32-true); ValueError else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+Piece = tuple[int, int, int]  # (stream, first draw, number of draws) in one forward pass
+
+
+def pack_passes(sizes: Sequence[int], batch: int) -> list[list[Piece]]:
+    """The draws of streams of `sizes` draws each, in order, cut into forward passes of
+    `batch` copies (the last one may be shorter): a stream shorter than a pass shares it with
+    the next streams, a longer one spans several passes."""
+    passes: list[list[Piece]] = [[]]
+    room = batch
+    for stream, size in enumerate(sizes):
+        start = 0
+        while start < size:
+            if room == 0:
+                passes.append([])
+                room = batch
+            m = min(room, size - start)
+            passes[-1].append((stream, start, m))
+            start, room = start + m, room - m
+    return [p for p in passes if p]
+
+
 class SmoothedClassifier(nn.Module):
     """g around `base`: logits = base(normalize(x + eps)).
 
@@ -72,6 +115,13 @@ class SmoothedClassifier(nn.Module):
         num_classes: number of classes.
         normalize: the input normalisation applied *after* the noise (identity if None).
         batch_size: noisy copies per forward pass.
+        precision: "32-true" (default), "bf16-mixed" or "16-mixed": autocast around the base
+            classifier's forward only (noise, normalisation and counting stay in float32).
+            Mixed precision changes the logits, so the counts may differ from 32-true.
+        channels_last: run the base classifier on channels-last 4-D inputs (converts `base`'s
+            weights in place). Faster convolutions; the logits may differ in the last bits.
+        prefetch: draw the next pass's noise in a worker thread while the classifier runs
+            (CPU only). None: when this process has a core more than torch's threads.
     """
 
     def __init__(
@@ -81,13 +131,36 @@ class SmoothedClassifier(nn.Module):
         num_classes: int,
         normalize: nn.Module | None = None,
         batch_size: int = 1000,
+        *,
+        precision: str = "32-true",
+        channels_last: bool = False,
+        prefetch: bool | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.base, self.noise, self.num_classes = base, noise, num_classes
         self.normalize = normalize or nn.Identity()
         self.batch_size = int(batch_size)
+        self.autocast_dtype = check_precision(precision)
+        self.precision, self.channels_last, self.prefetch = precision, channels_last, prefetch
+        if channels_last:
+            base.to(memory_format=torch.channels_last)
+
+    def classify(self, inputs: torch.Tensor) -> torch.Tensor:
+        """f's class for each noisy input (num_classes where a logit is NaN or inf), [N].
+        Autocast wraps the base classifier only."""
+        z = self.normalize(inputs)
+        if self.channels_last and z.dim() == 4:
+            z = z.contiguous(memory_format=torch.channels_last)
+        dtype = self.autocast_dtype
+        with torch.autocast(z.device.type, dtype=dtype, enabled=dtype is not None):
+            logits = self.base(z)
+        finite = torch.isfinite(logits).all(dim=1)
+        # No host synchronisation here: a bad row is counted in an extra class, checked once.
+        return torch.where(finite, logits.argmax(dim=1), self.num_classes)
 
     @torch.no_grad()
     def counts(
@@ -109,37 +182,97 @@ class SmoothedClassifier(nn.Module):
         first_index + position in the batch) if the base classifier returns NaN or inf.
         """
         b = x.shape[0]
-        if seeds is not None and len(seeds) != b:
+        if seeds is None:
+            out = self._generator_counts(x, num, generator)
+        elif len(seeds) != b:
             raise ValueError(f"need one seed per input: {len(seeds)} seeds for {b} inputs")
-        out = torch.zeros(b, self.num_classes, dtype=torch.long, device=x.device)
+        else:
+            out = self._stream_counts(x, [(i, int(seeds[i]), num) for i in range(b)])
+        return self._checked(out, list(range(b)), indices, first_index)
+
+    def _checked(self, out, rows, indices, first_index: int) -> torch.Tensor:
+        """`out` without its column of non-finite logits; ValueError naming the first input
+        (`rows[k]` for row k of `out`) that had some."""
+        bad = out[:, self.num_classes] > 0
+        if bool(bad.any()):  # one synchronisation per call, not one per pass
+            pos = rows[int(torch.nonzero(bad)[0])]
+            i = int(indices[pos]) if indices is not None else pos + first_index
+            raise ValueError(f"base classifier returned NaN or inf logits for sample {i}")
+        return out[:, : self.num_classes]
+
+    def _generator_counts(self, x, num: int, generator) -> torch.Tensor:
+        """Counts from one generator: each pass draws batch_size // B copies of every input."""
+        b = x.shape[0]
+        out = torch.zeros(b, self.num_classes + 1, dtype=torch.long, device=x.device)
         per_input = max(1, self.batch_size // max(1, b))  # noisy copies of each input per pass
-        blocks: dict[int, tuple[int, torch.Tensor]] = {}  # input -> its last drawn block
         done = 0
         while done < num:
             m = min(per_input, num - done)
             batch = x.unsqueeze(1).expand(b, m, *x.shape[1:]).reshape(b * m, *x.shape[1:])
-            if seeds is None:
-                noise = self.noise.sample(batch, generator=generator)
-            else:
-                noise = torch.cat(
-                    [self._seeded_draws(x[i], seeds[i], done, m, blocks, i) for i in range(b)]
-                )
-            logits = self.base(self.normalize(batch + noise))  # [b * m, num_classes]
-            bad = ~torch.isfinite(logits).all(dim=1).view(b, m).all(dim=1)
-            if bad.any():
-                pos = int(torch.nonzero(bad)[0])
-                i = int(indices[pos]) if indices is not None else pos + first_index
-                raise ValueError(f"base classifier returned NaN or inf logits for sample {i}")
-            pred = logits.argmax(dim=1).view(b, m)
-            out += torch.nn.functional.one_hot(pred, self.num_classes).sum(dim=1)
+            pred = self.classify(batch + self.noise.sample(batch, generator=generator))
+            out.scatter_add_(1, pred.view(b, m), pred.new_ones(b, m))
             done += m
         return out
 
+    def _stream_counts(self, x, streams: list[tuple[int, int, int]]) -> torch.Tensor:
+        """Counts [S, num_classes + 1] of seeded streams (input row, seed, draws): their draws
+        are packed into full passes of batch_size copies, across inputs and stages. Each
+        draw's value depends only on (seed, its number), so the counts do not depend on the
+        packing (nor, where the base classifier treats rows independently, do its logits)."""
+        out = torch.zeros(len(streams), self.num_classes + 1, dtype=torch.long, device=x.device)
+        plan = pack_passes([num for *_, num in streams], self.batch_size)
+        blocks: dict[int, tuple[int, torch.Tensor]] = {}  # stream -> its last drawn block
+        ones = torch.ones(self.batch_size, dtype=torch.long, device=x.device)
+
+        def noisy(pieces: list[Piece]) -> torch.Tensor:
+            with torch.no_grad():  # a worker thread does not inherit the grad mode
+                return self._noisy_inputs(x, streams, pieces, blocks)
+
+        for pieces, inputs in self._prepared(plan, noisy, x.device):
+            pred, pos = self.classify(inputs), 0
+            for stream, _, m in pieces:
+                out[stream].scatter_add_(0, pred[pos : pos + m], ones[:m])
+                pos += m
+        return out
+
+    def _noisy_inputs(self, x, streams, pieces: list[Piece], blocks: dict) -> torch.Tensor:
+        """One pass's inputs x_i + eps, written straight into one buffer."""
+        total = sum(m for *_, m in pieces)
+        out = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        pos = 0
+        for stream, start, m in pieces:
+            row, seed, num = streams[stream]
+            for eps in self._seeded_draws(x[row], seed, start, m, blocks, stream):
+                torch.add(x[row], eps, out=out[pos : pos + len(eps)])
+                pos += len(eps)
+            if start + m == num:
+                blocks.pop(stream, None)  # the stream is done: free its block
+        return out
+
+    def _prepared(self, plan: list[list[Piece]], make, device: torch.device):
+        """(pieces, inputs) for each pass. On CPU with a spare core the next pass's noise is
+        drawn in a worker thread while the classifier runs here; the draws are the same (each
+        block has its own generator). On CUDA the host already runs ahead of the device."""
+        prefetch = self.prefetch
+        if prefetch is None:
+            prefetch = device.type == "cpu" and _cores() > torch.get_num_threads()
+        if not prefetch or device.type != "cpu" or len(plan) < 2:
+            for pieces in plan:
+                yield pieces, make(pieces)
+            return
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(make, plan[0])
+            for k, pieces in enumerate(plan):
+                inputs = ahead.result()
+                if k + 1 < len(plan):
+                    ahead = pool.submit(make, plan[k + 1])
+                yield pieces, inputs
+
     def _seeded_draws(self, xi, seed: int, start: int, m: int, blocks: dict, key: int):
-        """Draws start .. start + m - 1 of the stream `seed`: block j is DRAW_BLOCK draws from
-        a generator seeded by (seed, j), drawn whole, so any split into passes gives the same
-        values."""
-        parts, pos = [], start
+        """Draws start .. start + m - 1 of the stream `seed`, as slices: block j is DRAW_BLOCK
+        draws from a generator seeded by (seed, j), drawn whole, so any split into passes gives
+        the same values."""
+        pos = start
         while pos < start + m:
             j = pos // DRAW_BLOCK
             if key not in blocks or blocks[key][0] != j:
@@ -147,9 +280,8 @@ class SmoothedClassifier(nn.Module):
                 shape = (DRAW_BLOCK, *xi.shape)
                 blocks[key] = (j, self.noise.sample(shape, gen, xi.device, xi.dtype))
             lo, hi = pos - j * DRAW_BLOCK, min(start + m - j * DRAW_BLOCK, DRAW_BLOCK)
-            parts.append(blocks[key][1][lo:hi])
+            yield blocks[key][1][lo:hi]
             pos += hi - lo
-        return torch.cat(parts)
 
     def predict(
         self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None = None
@@ -197,13 +329,13 @@ class SmoothedClassifier(nn.Module):
         check_counts_args(n0=n0, n=n, alpha=alpha)
         if indices is None:
             indices = range(first_index, first_index + x.shape[0])
-        sel = est = None
-        if seed is not None:
-            sel = [sample_seed(seed, int(i), 0) for i in indices]
-            est = [sample_seed(seed, int(i), 1) for i in indices]
-        guess = self.counts(x, n0, generator, seeds=sel, indices=indices)
-        guess = guess.argmax(dim=1).cpu().numpy()
-        counts = self.counts(x, n, generator, seeds=est, indices=indices).cpu().numpy()
+        if seed is None:
+            guess = self.counts(x, n0, generator, first_index, indices=indices)
+            guess = guess.argmax(dim=1).cpu().numpy()
+            counts = self.counts(x, n, generator, first_index, indices=indices).cpu().numpy()
+        else:  # both stages of every input in one packed run, one copy to the host
+            both = self._seeded_counts(x, seed, indices, n0, n)
+            guess, counts = both[0].argmax(dim=1).numpy(), both[1].numpy()
         n_a = counts[np.arange(len(guess)), guess]
         if multiclass:
             others = counts.copy()
@@ -220,6 +352,26 @@ class SmoothedClassifier(nn.Module):
             prediction, np.where(certified, p_a, 0.0), np.where(certified, p_b, 1.0), counts
         )
 
+    @torch.no_grad()
+    def _seeded_counts(self, x, seed: int, indices: Sequence[int], n0: int, n: int):
+        """Selection and estimation counts [2, B, num_classes] of seeded CERTIFY, on CPU."""
+        b, keys = x.shape[0], [int(i) for i in indices]
+        streams = [
+            (i, sample_seed(seed, keys[i], stage), num)
+            for stage, num in ((0, n0), (1, n))
+            for i in range(b)
+        ]
+        out = self._stream_counts(x, streams).cpu()  # the one copy to the host
+        return self._checked(out, [*range(b)] * 2, keys, 0).view(2, b, self.num_classes)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
 
 def seeded_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
     """A torch.Generator on `device`, seeded (random seed if None)."""
@@ -230,10 +382,13 @@ def seeded_generator(seed: int | None, device: torch.device | str) -> torch.Gene
 
 __all__ = [
     "ABSTAIN",
+    "PRECISIONS",
     "Certificate",
     "SmoothedClassifier",
+    "check_precision",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
+    "pack_passes",
     "sample_seed",
     "seeded_generator",
 ]

@@ -8,7 +8,6 @@ A second table gives the paper's Table 3 view: the mean of the top 20%, ..., 100
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from unicr_pl.metrics import (
     robustness_score,
     top_radius_means,
 )
-from unicr_pl.radius.checks import check_norm
+from unicr_pl.radius.checks import check_norm, norm_label
 from unicr_pl.results import (
     atomic_path,
     describe_manifest,
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     import pandas as pd
 
     p = check_norm(args.norm)
-    label = "linf" if math.isinf(p) else f"l{p:g}"
+    label = norm_label(p)
     radii = np.asarray(args.radii if args.radii else DEFAULT_RADII.get(label, DEFAULT_RADII["l2"]))
     if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
         raise ValueError("--radii must be non-negative numbers")

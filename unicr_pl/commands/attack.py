@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from unicr_pl.radius.checks import norm_label
 
 COLUMNS = [
     "idx", "label", "norm", "scale", "radius", "attack", "delta_norm", "flipped", "significant",
@@ -138,7 +139,7 @@ def run(args) -> None:
                             attacked, smoothed, x, label, p, s * radius, name, args.steps, n,
                             alpha, seed, idx, 1 + k, manifest,
                         )  # fmt: skip
-                        row.update(idx=idx, label=label, norm=label_of(p), scale=s, attack=name,
+                        row.update(idx=idx, label=label, norm=norm_label(p), scale=s, attack=name,
                                    radius=radius, margin_before=before["margin"],
                                    p_a_before=float(r["p_a"]))  # fmt: skip
                         writer.writerow([fmt(row[c]) for c in COLUMNS])
@@ -189,10 +190,6 @@ def attack_one(attacked, smoothed, x, label, p, eps, name, steps, n, alpha, seed
         "p_a_after": after["p_a"],
         "counts_after": after["counts"],
     }
-
-
-def label_of(p: float) -> str:
-    return "linf" if math.isinf(p) else f"l{p:g}"
 
 
 def fmt(v) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unicr_pl.radius.checks import norm_label
+
 
 def build_parser():
     from lightning.pytorch import Trainer
@@ -35,6 +37,19 @@ def build_parser():
     p.add_argument("--n", type=int, default=100_000, help="estimation draws")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
     p.add_argument("--batch", type=int, default=1000, help="noisy copies per forward pass")
+    p.add_argument(
+        "--precision",
+        type=str,
+        default="32-true",
+        choices=["32-true", "bf16-mixed", "16-mixed"],
+        help="autocast around the classifier's forward only; mixed precision changes rows",
+    )
+    p.add_argument(
+        "--channels_last",
+        type=bool,
+        default=False,
+        help="channels-last convolutions (faster; the logits change in the last bits)",
+    )
     p.add_argument("--norms", type=str, nargs="+", default=["1", "2", "inf"], help="l_p orders")
     p.add_argument("--multiclass", type=bool, default=False, help="bound p_B separately")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
@@ -262,11 +277,13 @@ def run(argv: list[str]) -> None:
         "seed": cfg.seed,
         "seeding": f"sample_seed(seed, idx, stage), blocks of {DRAW_BLOCK} draws",
         "dataset": data_hp.get("dataset"),
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
     }
     manifest = {"indices": indices, "code_version": code_version(), "ckpt_path": cfg.ckpt}
     task = CertifyTask(
         model, noise, cfg.n0, cfg.n, cfg.alpha, cfg.batch, norms, cfg.multiclass, cfg.seed,
-        str(out), settings, iopt_config, manifest,
+        str(out), settings, iopt_config, manifest, cfg.precision, cfg.channels_last,
     )  # fmt: skip
     if _secondary_rank():  # started by rank 0's launcher, which holds the locks and checked
         done = set().union(*(done_indices(f) for f in [out, *shard_paths(out)]))
@@ -346,7 +363,7 @@ def print_reach(task, cfg, norms: list[float]) -> None:
         reach = {p: float(radii[p][0]) for p in norms}
     else:  # I-OPT: the starting noise
         reach = {p: task._candidate_radius(task.noise, p_top, p) for p in norms}
-    text = ", ".join(f"{'linf' if np.isinf(p) else f'l{p:g}'} {r:.4g}" for p, r in reach.items())
+    text = ", ".join(f"{norm_label(p)} {r:.4g}" for p, r in reach.items())
     print(f"largest radius these settings can certify (p_A = {p_top:.6g}): {text}", flush=True)
 
 
@@ -365,9 +382,8 @@ def summarize(out: Path, norm: float) -> None:
     accs = ", ".join(
         f"{r:g}: {certified_accuracy(radius, correct, r):.3f}" for r in (0.0, 0.25, 0.5, 1.0)
     )
-    label = "inf" if np.isinf(norm) else f"{norm:g}"
     print(
-        f"{len(rows)} samples | certified accuracy (l{label}) at {accs} | "
+        f"{len(rows)} samples | certified accuracy ({norm_label(norm)}) at {accs} | "
         f"abstained {abstain:.1%} | {seconds:.3f} s/image | {out}",
         file=sys.stdout,
     )

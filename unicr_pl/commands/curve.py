@@ -15,7 +15,7 @@ import numpy as np
 
 from unicr_pl.commands.noise_args import add_noise_arguments, noise_from_args
 from unicr_pl.radius import RadiusCurve, certified_radii
-from unicr_pl.radius.checks import check_norm
+from unicr_pl.radius.checks import check_norm, norm_label
 from unicr_pl.radius.closed_forms import references
 from unicr_pl.radius.curve import default_p_grid
 
@@ -31,10 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pa-at", type=float, default=0.9, help="p_A for the --p plot (Fig. 12)")
     p.add_argument("--no-cache", action="store_true", help="recompute instead of reading cache")
     p.set_defaults(run=run)
-
-
-def _label(p: float) -> str:
-    return "linf" if math.isinf(p) else f"l{p:g}"
 
 
 def _writable_dir(path: str) -> Path:
@@ -77,8 +73,8 @@ def run(args: argparse.Namespace) -> None:
     columns = {"p_a": curve.p_grid}
     # R_<norm>: the proven radius; R_family_<norm>: the structured-family value (an upper bound
     # of the true radius, comparable to the UniCR paper); docs/soundness.md.
-    columns.update({f"R_{_label(p)}": curve.proven[p] for p in norms})
-    columns.update({f"R_family_{_label(p)}": curve.radii[p] for p in norms})
+    columns.update({f"R_{norm_label(p)}": curve.proven[p] for p in norms})
+    columns.update({f"R_family_{norm_label(p)}": curve.radii[p] for p in norms})
     for label, p, fn in refs:
         if p in norms:
             columns[label] = np.array([fn(float(x)) for x in curve.p_grid])
@@ -102,12 +98,13 @@ def _plot_curves(columns, norms, refs, noise, dim, path) -> None:
 
     fig, axes = plt.subplots(1, len(norms), figsize=(4.5 * len(norms), 3.6), squeeze=False)
     for ax, p in zip(axes[0], norms, strict=True):
-        ax.plot(columns["p_a"], columns[f"R_{_label(p)}"], label="proven", lw=2)
-        ax.plot(columns["p_a"], columns[f"R_family_{_label(p)}"], ":", label="family (UniCR)", lw=2)
+        ax.plot(columns["p_a"], columns[f"R_{norm_label(p)}"], label="proven", lw=2)
+        family = columns[f"R_family_{norm_label(p)}"]
+        ax.plot(columns["p_a"], family, ":", label="family (UniCR)", lw=2)
         for label, q, _ in refs:
             if q == p:
                 ax.plot(columns["p_a"], columns[label], "--", label=label)
-        ax.set(title=f"{noise.describe()} vs {_label(p)}, d={dim}", xlabel="p_A", ylabel="R")
+        ax.set(title=f"{noise.describe()} vs {norm_label(p)}, d={dim}", xlabel="p_A", ylabel="R")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -127,7 +124,9 @@ def _radius_vs_p(noise, args, out: Path, stem: str) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["p", "radius", "radius_family", "bound"])
-        writer.writerows([[_label(r.norm), r.radius, r.radius_family, r.bound] for r in results])
+        writer.writerows(
+            [[norm_label(r.norm), r.radius, r.radius_family, r.bound] for r in results]
+        )
     finite = [r for r in results if math.isfinite(r.norm)]
     fig, ax = plt.subplots(figsize=(4.5, 3.6))
     ax.plot([r.norm for r in finite], [r.radius for r in finite], "o-", label="proven")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
@@ -14,7 +13,7 @@ from unicr_pl.commands.noise_args import add_noise_arguments, noise_from_args
 from unicr_pl.noises import Noise
 from unicr_pl.radius import METHODS, RadiusCurve, RadiusResult, certified_radii
 from unicr_pl.radius.bounds import EXACT_BOUNDS, TIGHT_RTOL
-from unicr_pl.radius.checks import check_dim, check_norm, check_probabilities
+from unicr_pl.radius.checks import check_dim, check_norm, check_probabilities, norm_label
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -142,5 +141,5 @@ def _print(args: argparse.Namespace, noise: Noise, results: list[RadiusResult]) 
         if args.json:
             print(json.dumps({**r.to_json(), "noise": repr(noise)}), flush=True)
         else:
-            norm = "inf" if math.isinf(r.norm) else f"{r.norm:g}"
-            print(f"p_a={r.p_a:.6g} p_b={r.p_b:.6g} l{norm} radius={r.radius:.6f}", flush=True)
+            label = norm_label(r.norm)
+            print(f"p_a={r.p_a:.6g} p_b={r.p_b:.6g} {label} radius={r.radius:.6f}", flush=True)

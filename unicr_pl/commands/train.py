@@ -6,11 +6,11 @@
     python train.py --beta=0.75 --sigma=0.5           # the form `wandb agent` passes
     python train.py --ckpt_path outputs/<run>/checkpoints/last.ckpt   # resume in the same folder
 
-Short flags (--noise --sigma --alpha --beta --backbone --dataset --epochs) set the same values
-as --model.* / --data.* / --trainer.max_epochs and win over configs when both are given.
-Everything a run writes goes to one folder, `<default_root_dir>/<dataset>-<noise>-<params>-
-<date>-<id>/` (or `--run_dir`): config.yaml, run.json, checkpoints/ (with last.ckpt), the W&B
-files and the certification callback's TSVs and plots.
+Short flags (--noise --sigma --alpha --beta --backbone --dataset --epochs --method --m) set the
+same values as --model.* / --data.* / --trainer.max_epochs and win over configs when both are
+given. Everything a run writes goes to one folder, `<default_root_dir>/<dataset>-<noise>-
+<params>[-<method>]-<date>-<id>/` (or `--run_dir`): config.yaml, run.json, checkpoints/ (with
+last.ckpt), the W&B files and the certification callback's TSVs and plots.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from callbacks import CertificationCallback
+from unicr_pl.callbacks import CertificationCallback
 from unicr_pl.commands.errors import guarded
 from unicr_pl.lightning import UniCRDataModule, UniCRModule
 from unicr_pl.lightning.data import dataset_spec
@@ -40,6 +40,8 @@ SHORT = {  # short flag -> (section, key)
     "backbone": ("model", "backbone"),
     "dataset": ("data", "dataset"),
     "epochs": ("trainer", "max_epochs"),
+    "method": ("model", "method"),
+    "m": ("model", "m"),
 }
 RUN_FILE = "run.json"  # the run's W&B id and name, so that a resume finds them
 
@@ -76,8 +78,9 @@ def run_folder_name(cfg, run_id: str) -> str:
     model = cfg.model
     params = [f"{k}{model[k]:g}" for k in ("alpha", "beta", "sigma") if model.get(k) is not None]
     noise = "none" if model.get("sigma") == 0 else model.noise
+    method = [model.method] if model.get("method", "noise_aug") != "noise_aug" else []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return "-".join([cfg.data.dataset, noise, *params, stamp, run_id])
+    return "-".join([cfg.data.dataset, noise, *params, *method, stamp, run_id])
 
 
 def check_checkpoint(path: str) -> None:
@@ -131,6 +134,13 @@ class UniCRCLI(LightningCLI):
         parser.add_argument("--backbone", type=str | None, default=None, help="backbone name")
         parser.add_argument("--dataset", type=str | None, default=None, help="dataset name")
         parser.add_argument("--epochs", type=int | None, default=None, help="max epochs")
+        parser.add_argument(
+            "--method",
+            type=str | None,
+            default=None,
+            help="training method: noise_aug, consistency, macer, smoothadv (configs/method/)",
+        )
+        parser.add_argument("--m", type=int | None, default=None, help="noisy copies per input")
         parser.add_argument(
             "--ckpt_path",
             type=str | None,

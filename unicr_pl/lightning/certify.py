@@ -3,9 +3,11 @@
 Each predict step certifies a batch of inputs (n0 selection and n estimation draws each),
 turns p_A into radii, and appends one TSV row per input to this rank's result file, flushed at
 once. The noise of each input is seeded by (seed, its dataset index), so a row does not depend
-on batching, sharding or resuming. With several devices each rank takes every world_size-th
-input of the list (no padding, so no duplicates) into its own locked shard file; the launcher
-merges the shards.
+on batching, sharding or resuming (`SmoothedClassifier` packs the draws of a step's inputs
+into full forward passes). `precision` autocasts the base classifier only, and is part of the
+settings a resume must match. With several devices each rank takes every world_size-th input
+of the list (no padding, so no duplicates) into its own locked shard file; the launcher merges
+the shards.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from unicr_pl.iopt import IOPTConfig, iopt
 from unicr_pl.noises import create_noise
 from unicr_pl.processes import die_with_parent
 from unicr_pl.radius.lookup import SampleRadius
-from unicr_pl.results import ResultWriter, family_column, shard_path
+from unicr_pl.results import HistoryWriter, ResultWriter, family_column, result_row, shard_path
 from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier, sample_seed
 
 
@@ -58,6 +60,8 @@ class CertifyTask(L.LightningModule):
         settings: dict,
         iopt_config: IOPTConfig | None = None,
         manifest: dict | None = None,
+        precision: str = "32-true",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.manifest = manifest or {}
@@ -67,18 +71,26 @@ class CertifyTask(L.LightningModule):
         self.extra = iopt_config.columns() if iopt_config else ()
         self.model, self.noise = model, noise
         self.n0, self.n, self.alpha, self.multiclass, self.seed = n0, n, alpha, multiclass, seed
+        # Mixed precision and channels-last change the logits: rows depend on them.
+        settings = {**settings, "precision": precision, "channels_last": channels_last}
         self.norms, self.out_path, self.settings = norms, out_path, settings
         self.smoothed = SmoothedClassifier(
-            model.backbone, noise, model.hparams.num_classes, model.normalize, batch
+            model.backbone,
+            noise,
+            model.hparams.num_classes,
+            model.normalize,
+            batch,
+            precision=precision,
+            channels_last=channels_last,
         )
         dim = int(np.prod(model.hparams.input_shape))
         # I-OPT needs radii per candidate noise (`_candidate_radius`), not this look-up.
         self.radius = None if iopt_config else SampleRadius(noise, dim, norms, multiclass)
         # The family radius (an upper bound, see SampleRadius.family) beside the proven one.
-        if self.radius is not None:
-            self.extra = (*self.extra, *(family_column(p) for p in norms))
+        self.extra = (*self.extra, *(family_column(p) for p in norms))
         self._candidates: dict[tuple, SampleRadius] = {}
         self.writer: ResultWriter | None = None
+        self.history: HistoryWriter | None = None  # I-OPT's search, <out>.iopt.jsonl
 
     def set_inputs(self, dataset: Dataset, todo: list[int], per_step: int) -> None:
         """The samples to certify (dataset indices) and how many go in one predict step."""
@@ -90,7 +102,19 @@ class CertifyTask(L.LightningModule):
         mine = todo[self.global_rank :: self.trainer.world_size]
         return DataLoader(IndexedSubset(dataset, mine), batch_size=per_step, shuffle=False)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Only the images go to the device: indices and labels are read on the host, and
+        reading them from an accelerator would cost one synchronisation per value."""
+        idx, x, y = batch
+        return idx, x.to(device), y
+
     def on_predict_start(self) -> None:
+        if str(self.trainer.precision) not in ("32-true", "32"):
+            # Lightning's autocast would wrap the sampling too, and the manifest would not
+            # record it: the precision is the task's own (autocast around the classifier).
+            raise ValueError(
+                f"certify with --precision {self.trainer.precision}, not --trainer.precision"
+            )
         single = self.trainer.world_size == 1
         # A rank spawned from here, or a rank > 0 started by a launcher script (ddp), must not
         # go on certifying as an orphan when its launcher is killed.
@@ -101,6 +125,8 @@ class CertifyTask(L.LightningModule):
         self.writer = ResultWriter(
             path, self.norms, self.settings, self.extra, self.manifest, lock=not single
         )
+        if self.iopt_config is not None:  # one file for every rank, a flock per line
+            self.history = HistoryWriter(self.out_path)
 
     def predict_step(self, batch, batch_idx):
         if self.iopt_config is not None:
@@ -120,36 +146,31 @@ class CertifyTask(L.LightningModule):
         radii, family = self.radius.both(cert.p_a, cert.p_b)
         seconds = (time.perf_counter() - start) / len(idx)
         for i in range(len(idx)):
-            pred = int(cert.prediction[i])
-            row = {
-                "idx": int(idx[i]),
-                "label": int(y[i]),
-                "predict": pred,
-                "correct": int(pred == int(y[i]) and pred != ABSTAIN),
-                "time": f"{seconds:.4f}",
-                "p_a": f"{cert.p_a[i]:.10g}",
-                "p_b": f"{cert.p_b[i]:.10g}",
-            }
-            for p in self.norms:
-                row[self._column(p)] = f"{radii[p][i]:.10g}"
-            for p in family:
-                row[family_column(p)] = f"{family[p][i]:.10g}"
-            row["radius"] = row[self._column(self.norms[0])]
+            row = result_row(
+                idx[i], y[i], cert.prediction[i], seconds, cert.p_a[i], cert.p_b[i],
+                {p: radii[p][i] for p in self.norms}, {p: family[p][i] for p in self.norms},
+            )  # fmt: skip
             self.writer.write(row)
         return None
 
-    def _candidate_radius(self, noise, p_a: float, p: float) -> float:
-        """Binary radius of one I-OPT candidate noise. Hill climbing moves on a grid of
-        (sigma, beta), so the same candidates recur across inputs: each gets one look-up
-        (Cohen's closed form, or a curve cached on disk that never over-states), not one exact
-        optimisation per candidate and input."""
+    def _candidate_radii(self, noise, p_a: float) -> tuple[dict, dict]:
+        """Binary (proven, family) radius per norm of one I-OPT candidate noise. Hill climbing
+        moves on a grid of (sigma, beta), so the same candidates recur across inputs: each gets
+        one look-up (Cohen's closed form, or a curve cached on disk that never over-states),
+        not one exact optimisation per candidate and input."""
         if p_a <= 0.5:
-            return 0.0
-        key = (noise.name, *sorted(noise.params().items()))
+            zero = dict.fromkeys(self.norms, 0.0)
+            return zero, zero
+        key = noise.identity()
         if key not in self._candidates:
             dim = int(np.prod(self.model.hparams.input_shape))
             self._candidates[key] = SampleRadius(noise, dim, self.norms)
-        return float(self._candidates[key](np.array([p_a]), np.array([1 - p_a]))[p][0])
+        proven, family = self._candidates[key].both(np.array([p_a]), np.array([1 - p_a]))
+        return {p: proven[p][0] for p in self.norms}, {p: family[p][0] for p in self.norms}
+
+    def _candidate_radius(self, noise, p_a: float, p: float) -> float:
+        """The proven l_p radius of one I-OPT candidate (what the hill climbing maximises)."""
+        return float(self._candidate_radii(noise, p_a)[0][p])
 
     def _predict_iopt(self, batch) -> None:
         """I-OPT per input: hill climbing for the first norm, then every norm's radius."""
@@ -179,28 +200,20 @@ class CertifyTask(L.LightningModule):
                 index=int(idx[i]),
             )
             chosen = create_noise(self.iopt_config.family, **res.params)
-            row = {
-                "idx": int(idx[i]),
-                "label": int(y[i]),
-                "predict": res.prediction,
-                "correct": int(res.prediction == int(y[i])),
-                "time": f"{time.perf_counter() - start:.4f}",
-                "p_a": f"{res.p_a:.10g}",
-                "p_b": f"{1 - res.p_a:.10g}",
-            }
-            for p in self.norms:
-                r = self._candidate_radius(chosen, res.p_a, p) if res.prediction != ABSTAIN else 0.0
-                row[self._column(p)] = f"{r:.10g}"
-            row["radius"] = row[self._column(first)]
+            seconds = time.perf_counter() - start
+            radii = family = dict.fromkeys(self.norms, 0.0)
+            if res.prediction != ABSTAIN:
+                radii, family = self._candidate_radii(chosen, res.p_a)
+            row = result_row(
+                idx[i], y[i], res.prediction, seconds, res.p_a, 1 - res.p_a, radii, family
+            )
             row.update({f"iopt_{k}": f"{v:.6g}" for k, v in res.params.items()})
+            # The history first: a kill between the two re-certifies the input (one more line).
+            self.history.write(res.record(idx=int(idx[i]), label=int(y[i]), norm=str(first)))
             self.writer.write(row)
-
-    @staticmethod
-    def _column(p: float) -> str:
-        from unicr_pl.results import norm_column
-
-        return norm_column(p)
 
     def on_predict_end(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.history is not None:
+            self.history.close()

@@ -1,7 +1,9 @@
-"""`UniCRModule`: a classifier trained under noise augmentation (Cohen et al.'s recipe).
+"""`UniCRModule`: a classifier trained under noise (noise augmentation, consistency, MACER or
+SmoothAdv: `--method`, the losses in `unicr_pl.losses`).
 
 Fresh noise is drawn for every batch on the batch's device and added in *input* space, before
 the normalisation layer, exactly as the smoothed classifier will see it at certification.
+The methods that draw m copies per input draw them on each rank for that rank's own inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from unicr_pl.backbones import create_backbone
+from unicr_pl.losses import (
+    RadiusFn,
+    SmoothAdv,
+    macer_radius,
+    method_config,
+    method_loss,
+    repeat_copies,
+    smoothadv_attack,
+)
 from unicr_pl.noises import Noise, create_noise
 
 
@@ -37,6 +48,10 @@ class UniCRModule(L.LightningModule):
         num_classes, input_shape, mean, std: filled from the dataset by train.py when omitted.
         noise, sigma, alpha, beta: the training noise (`unicr_pl.noises.create_noise`).
         lr, momentum, weight_decay, lr_step_size, lr_gamma: SGD with a step schedule (Cohen).
+        method: training method, one of `unicr_pl.losses.METHODS` (noise_aug, consistency,
+            macer, smoothadv); its paper defaults are in configs/method/.
+        m: noisy copies per input (None: the method's default).
+        method_args: the method's other arguments, overriding its defaults (e.g. lbd, eta).
     """
 
     def __init__(
@@ -55,10 +70,14 @@ class UniCRModule(L.LightningModule):
         weight_decay: float = 1e-4,
         lr_step_size: int = 30,
         lr_gamma: float = 0.1,
+        method: str = "noise_aug",
+        m: int | None = None,
+        method_args: dict | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None or input_shape is None:
             raise ValueError("UniCRModule needs num_classes and input_shape (train.py fills them)")
+        self.method = method_config(method, m, method_args)  # bad input: one line, first
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         if isinstance(backbone, nn.Module):
             self.backbone = backbone
@@ -70,6 +89,12 @@ class UniCRModule(L.LightningModule):
             self.noise = create_noise(
                 noise, sigma=None if alpha is not None else sigma, alpha=alpha, beta=beta
             )
+        if self.noise is None and self.method.name != "noise_aug":
+            raise ValueError(f"--method {self.method.name} needs noise: sigma is 0")
+        self.radius_fn: RadiusFn | None = None
+        if self.method.name == "macer":  # the curve is built (or read) before training
+            dim = int(torch.tensor(input_shape).prod())
+            self.radius_fn = macer_radius(self.noise, dim, self.method.radius)
         channels = input_shape[0]
         self.normalize = Normalize(mean or [0.0] * channels, std or [1.0] * channels)
         self.acc = nn.ModuleDict(
@@ -99,8 +124,38 @@ class UniCRModule(L.LightningModule):
             self.log(f"{stage}/acc_clean", self.acc[f"{stage}_clean"], prog_bar=True)
         return loss
 
+    def on_fit_start(self) -> None:
+        # Lightning seeds every DDP rank alike (reset_seed), so each rank would draw the same
+        # noise for its own inputs: offset the seed by the rank (one device: unchanged).
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def _train_step(self, batch) -> torch.Tensor:
+        """The one training step of every method: m noisy copies of each input (for SmoothAdv,
+        of its adversarial input under the same draws), then the method's loss on them."""
+        x, y = batch
+        cfg, epoch = self.method, self.current_epoch
+        copies = repeat_copies(x, cfg.m)  # x itself for m = 1: noise_aug draws as it always did
+        noise = None if self.noise is None else self.noise.sample(copies)
+        noisy = copies if noise is None else copies + noise
+        if isinstance(cfg, SmoothAdv):
+            was_training = self.training
+            self.eval()  # the attack sees the model as certification will (batch norm)
+            with torch.enable_grad():
+                x_adv = smoothadv_attack(self, x, y, noise, cfg.eps_at(epoch), cfg.steps)
+            self.train(was_training)
+            noisy = repeat_copies(x_adv, cfg.m) + noise
+        logits = self(noisy)
+        loss, terms = method_loss(cfg, logits.view(x.shape[0], cfg.m, -1), y, epoch, self.radius_fn)
+        self.acc["train_noisy"](logits, y if cfg.m == 1 else y.repeat_interleave(cfg.m))
+        self.log("train/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("train/acc_noisy", self.acc["train_noisy"], prog_bar=True)
+        for key, value in terms.items():
+            self.log(f"train/{key}", value)
+        return loss
+
     def training_step(self, batch, batch_idx):
-        loss = self._shared_step(batch, "train")
+        loss = self._train_step(batch)
         # A diverged run stops here, not at the final certification; all ranks decide together
         # so that no DDP rank waits forever for one that stopped.
         diverged = self.trainer.strategy.reduce_boolean_decision(

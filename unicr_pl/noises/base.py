@@ -116,6 +116,12 @@ class Noise(ABC):
 
     # ---- public interface ----
     @property
+    def is_gaussian(self) -> bool:
+        """Whether this law is a Gaussian, so that Cohen's closed forms certify it exactly in
+        every norm. The one place that decides it: families override it."""
+        return False
+
+    @property
     def sigma(self) -> float:
         """Per-coordinate RMS (inf for heavy tails)."""
         return self.alpha * self._rms_std()
@@ -153,7 +159,8 @@ class Noise(ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Draws iid noise, exactly in law (no lattice, no truncation).
+        """Draws iid noise: exactly in law for the built-in families (no lattice, no
+        truncation); a custom density draws from its tabulated inverse CDF (`custom.py`).
 
         Args:
             shape_or_like: a shape, or a tensor whose shape, device and dtype are copied.
@@ -208,4 +215,4 @@ def uniform_open(shape: torch.Size, device, dtype, generator) -> torch.Tensor:
 def random_sign(shape: torch.Size, device, dtype, generator) -> torch.Tensor:
     """+-1 with probability 1/2 each."""
     bits = torch.randint(0, 2, shape, device=device, generator=generator)
-    return (2 * bits - 1).to(dtype)
+    return bits.to(dtype).mul_(2).sub_(1)  # in place: the same values, no int64 temporaries

@@ -11,6 +11,9 @@ The exact engine minimises over the structured family (k equal non-zero coordina
   move along a unit direction. l1: Phi* is the top-q mean of the 1-D score s = -(log f)';
   l2: Phi* <= c phi(Phi^-1(q)) when s <=_cx c Z (Gaussian domination) and
   Phi* <= sqrt(I q (1 - q)) (Cauchy-Schwarz, I the Fisher information);
+- the Renyi-divergence route (Li et al. 2019), any l_p: the divergence of the product noise is
+  a sum of 1-D terms g(|delta_i|), at most d h(r^p / d) over the l_p ball (h the least concave
+  majorant of u -> g(u^(1/p))), certified while below Li et al.'s threshold for some order;
 - norm equivalence between l1, l2 and l_inf.
 
 Every numerically computed bound loses a relative `BOUND_MARGIN`.
@@ -18,13 +21,14 @@ Every numerically computed bound loses a relative `BOUND_MARGIN`.
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 
 import numpy as np
 import torch
 from scipy import integrate
-from scipy.special import erfcx, expit, ndtri
+from scipy.special import erfcx, expit, logsumexp, ndtri
 
 from unicr_pl.noises import Noise
 from unicr_pl.radius import closed_forms
@@ -319,9 +323,215 @@ def _subgaussian_score_tail(noise: Noise, c: float) -> bool:
     return False
 
 
-def is_gaussian(noise: Noise) -> bool:
-    """Gaussian noise, also when written as generalised normal with beta = 2."""
-    return noise.name == "gaussian" or (noise.name == "gennormal" and noise.beta == 2.0)
+# ---- the Renyi-divergence route (Li et al., NeurIPS 2019); docs/soundness.md section 3 ----
+
+RENYI_ORDERS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.5, 3.0, 4.0)
+# Symmetric densities nonincreasing in |x| (what makes the divergence nondecreasing in the shift).
+RENYI_FAMILIES = frozenset(
+    {"gaussian", "laplace", "hypsecant", "gennormal", "cauchy", "pareto", "lapgauss", "expmix"}
+)
+_DE_STEP = 1 / 16  # step of the double-exponential rules; the rule at twice it gives the error
+_DE_S = 3.5  # nodes |s| <= 3.5: the pieces stop e^-26 scales from their ends, e^26 beyond them
+_RENYI_RATIO = 1.004  # geometric step of the shift grid: the step bound costs about this
+_RENYI_RTOL = 1e-6  # relative, added to every divergence on top of the rule's error estimate
+_RENYI_DISTRUST = 1e-3  # the two rules differ by more (relative): the divergence is set to inf
+_RENYI_T = (3e-4, 30.0)  # shifts / scale; the lower end is divided by sqrt(d)
+_SERIES = 1e-3  # |order D| below this: phi(D) by its Taylor series (relative error < 1e-9)
+
+
+def renyi_threshold(order, p_a, p_b) -> np.ndarray:
+    """Li et al.'s Lemma: a class distribution Q whose top class differs from P's (top
+    probability >= p_A, others <= p_B) has D_order(Q || P) >= -log(1 - p_A - p_B + 2 M), M the
+    power mean of order 1 - order of p_A and p_B; computed in logs (p_B^(1 - order) overflows)."""
+    r = 1.0 - np.asarray(order, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_m = (np.logaddexp(r * np.log(p_a), r * np.log(p_b)) - math.log(2.0)) / r
+        rest = np.maximum(1.0 - p_a - p_b, 0.0)  # clipping only lowers the threshold
+        return -np.log(rest + 2.0 * np.exp(log_m))
+
+
+def _de_rule() -> tuple[np.ndarray, ...]:
+    """Nodes and weights (step included) of exp-sinh on [0, inf) (x = c e^(pi/2 sinh s)) and
+    tanh-sinh on [0, 1] (v and 1 - v, both kept to full precision near their ends)."""
+    k = round(_DE_S / _DE_STEP)
+    s = np.linspace(-_DE_S, _DE_S, 2 * k + 1)  # odd count: every other node is the 2h rule
+    grow = np.exp(0.5 * math.pi * np.sinh(s))
+    d_grow = grow * 0.5 * math.pi * np.cosh(s) * _DE_STEP
+    v, w = expit(math.pi * np.sinh(s)), expit(-math.pi * np.sinh(s))
+    return grow, d_grow, v, w, math.pi * np.cosh(s) * v * w * _DE_STEP
+
+
+def _log_density(noise: Noise, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return noise.log_prob(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def _log_normaliser(noise: Noise, scale: float, rule) -> tuple[float, float]:
+    """(log Z, relative error estimate) of Z = int e^l over both half-lines (exp-sinh)."""
+    grow, d_grow = rule[0], rule[1]
+    lp = np.stack([_log_density(noise, scale * grow), _log_density(noise, -scale * grow)])
+    top = float(lp.max())
+    h, h2 = (x.sum() for x in _two_rules(np.exp(lp - top), scale * d_grow))
+    return top + math.log(h), abs(h / h2 - 1) + 1e-15
+
+
+def _two_rules(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over the last axis with the step-h rule and the step-2h rule (every other node)."""
+    terms = values * weights
+    return terms.sum(-1), 2.0 * terms[..., ::2].sum(-1)
+
+
+def _renyi_nodes(t: np.ndarray, scale: float, rule) -> tuple[np.ndarray, ...]:
+    """x, x - t and weights over (-inf, 0], [0, t], [t, inf) for each shift t (rows): the
+    pieces end at the density's possible cusps (0 and t), where the rules cluster their nodes."""
+    grow, d_grow, v, w, dv = rule
+    t = t[:, None]
+    c = scale + t  # the tails spread with the shift: the tilted integrand peaks near order * t
+    x = np.concatenate([-c * grow, t * v, t + c * grow], axis=1)
+    shifted = np.concatenate([-c * grow - t, -t * w, c * grow], axis=1)
+    weights = np.concatenate([c * d_grow, t * dv, c * d_grow], axis=1)
+    return x, shifted, weights
+
+
+def _phi(order: float, diff: np.ndarray, p0: np.ndarray, l0: np.ndarray) -> np.ndarray:
+    """mu phi(D), phi(D) = e^(order D) - 1 - order (e^D - 1) >= 0, without cancellation."""
+    a = order
+    with np.errstate(over="ignore", invalid="ignore"):
+        direct = np.exp(a * diff + l0) - (1 - a) * p0 - a * np.exp(diff + l0)
+    series = 0.5 * a * (a - 1) * diff**2 * (1 + (a + 1) * diff / 3 + (a * a + a + 1) * diff**2 / 12)
+    return np.where(np.abs(a * diff) < _SERIES, p0 * series, direct)
+
+
+def _renyi_chunk(noise, orders, t, scale, rule, log_z: float, z_err: float) -> np.ndarray:
+    """Upper bounds of g_order(t) = D_order(mu(. - t) || mu), [orders, shifts], inf where the
+    rule cannot vouch for its value.
+
+    F - 1 = E_mu[phi(D)] with D = l(X - t) - l(X) (E_mu[e^D - 1] = 0): non-negative terms, so
+    it keeps its relative precision however small t is. Where F > 1e200, log F by log-sum-exp
+    of the tilted density instead. Upper value: the step-h sum plus its distance to the
+    step-2h sum, the outermost nodes' terms (truncation) and relative _RENYI_RTOL + Z's error."""
+    x, shifted, weights = _renyi_nodes(t, scale, rule)
+    l0 = _log_density(noise, x)
+    diff = _log_density(noise, shifted) - l0
+    l0 -= log_z
+    p0, log_w = np.exp(l0), np.log(weights)
+    n = rule[0].size
+    ends = [0, n - 1, n, 2 * n - 1, 2 * n, 3 * n - 1]
+    out = np.empty((len(orders), len(t)))
+    for i, a in enumerate(orders):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: the log-domain branch
+            phi = _phi(a, diff, p0, l0)
+            h, h2 = _two_rules(phi, weights)
+            tail = np.abs(phi * weights)[:, ends].sum(-1)
+            g = np.log1p(h + abs(h - h2) + tail + (_RENYI_RTOL + z_err) * h) / (a - 1)
+            ok = abs(h - h2) <= _RENYI_DISTRUST * h
+            big = ~(h < 1e200)  # overflow: F - 1 keeps its relative precision up to there
+        if np.any(big):
+            tilted = a * diff[big] + l0[big] + log_w[big]
+            lh, lh2 = logsumexp(tilted, axis=1), math.log(2.0) + logsumexp(tilted[:, ::2], axis=1)
+            tail = np.exp(tilted[:, ends] - lh[:, None]).sum(-1)
+            err = abs(lh - lh2) + np.log1p(tail + _RENYI_RTOL + z_err)
+            g[big], ok[big] = (lh + err) / (a - 1), abs(lh - lh2) <= _RENYI_DISTRUST
+        out[i] = np.where(ok & np.isfinite(g), np.maximum(g, 0.0), math.inf)
+    return out
+
+
+def renyi_table(noise: Noise, orders, t: np.ndarray, scale: float) -> np.ndarray:
+    """Upper bounds of g_order(t_j) for every order and shift (`_renyi_chunk`), by chunks."""
+    rule = _de_rule()
+    log_z, z_err = _log_normaliser(noise, scale, rule)
+    parts = [
+        _renyi_chunk(noise, orders, t[i : i + 128], scale, rule, log_z, z_err)
+        for i in range(0, len(t), 128)
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+class RenyiBound:
+    """Li et al.'s certificate for one (noise, d): with g the 1-D divergence of a shift, the
+    sup of sum_i g(|delta_i|) over the l_p ball of radius r is at most d h(r^p / d), h the
+    least concave majorant of u -> g(u^(1/p)) on [0, r^p] (exactly d g(r) for l_inf); the
+    prediction holds while that is below `renyi_threshold` for some order.
+
+    g is bounded on a geometric grid of shifts t_j; since g is nondecreasing in the shift
+    (symmetric, unimodal density), g <= G_(j+1) on (t_j, t_(j+1)].
+    """
+
+    def __init__(self, noise: Noise, dim: int, orders=RENYI_ORDERS) -> None:
+        if noise.name not in RENYI_FAMILIES or not noise.symmetric:
+            raise BoundUnavailable(
+                "needs a built-in symmetric density nonincreasing in |x| (the divergence must "
+                "grow with the shift)"
+            )
+        self.dim, self.orders = int(dim), np.asarray(orders, dtype=np.float64)
+        q1, q3 = noise.icdf(np.array([0.25, 0.75]))
+        self.scale = float(q3 - q1) / 1.349  # a Gaussian's sigma would give its own value
+        lo = _RENYI_T[0] * self.scale / math.sqrt(self.dim)
+        count = math.ceil(math.log(_RENYI_T[1] * self.scale / lo) / math.log(_RENYI_RATIO)) + 1
+        self.t = lo * _RENYI_RATIO ** np.arange(count)
+        # Each row is made nondecreasing: a running maximum of upper bounds of a
+        # nondecreasing function still bounds it.
+        self.g = np.maximum.accumulate(renyi_table(noise, self.orders, self.t, self.scale), axis=1)
+        self._hulls: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+    def radius(self, p_a, p_b, p: float) -> np.ndarray:
+        """Certified l_p radius per (p_A, p_B), the best order; 0 where p_A <= p_B."""
+        p_a = np.atleast_1d(np.asarray(p_a, dtype=np.float64))
+        p_b = np.atleast_1d(np.asarray(p_b, dtype=np.float64))
+        best = np.zeros(p_a.shape)
+        for i, order in enumerate(self.orders):
+            level = renyi_threshold(order, p_a, p_b)
+            level = np.where(p_a > p_b, np.nan_to_num(level, nan=0.0), 0.0)
+            # p > 8: the l_p ball lies in the l_inf ball of the same radius (and t^p would
+            # leave float64's range on the shift grid).
+            r = self._linf(i, level) if p > 8 else self._lp(i, level, p)
+            best = np.maximum(best, r)
+        return best
+
+    def _linf(self, i: int, level: np.ndarray) -> np.ndarray:
+        """sup over the l_inf ball of radius t_m is exactly d g(t_m) (g nondecreasing)."""
+        m = np.searchsorted(self.dim * self.g[i], level, side="left") - 1  # d G_m < level
+        return np.where(m >= 0, self.t[np.clip(m, 0, None)], 0.0)
+
+    def _lp(self, i: int, level: np.ndarray, p: float) -> np.ndarray:
+        """Largest r with d h_(m+1)(r^p / d) < level, on the tangent of h_(m+1) at t_m."""
+        value, slope = self._hull(i, p)
+        u, d = self.t**p, self.dim
+        m = np.searchsorted(d * value, level, side="left") - 1
+        k = np.clip(m, 0, None)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ext = np.where(slope[k] > 0, u[k] + (level - d * value[k]) / slope[k], np.inf)
+        up = np.minimum(ext, u[k + 1])
+        first = np.where(d * self.g[i][0] < level, self.t[0], 0.0)  # (0, t_0] alone
+        return np.where(m >= 0, up ** (1.0 / p), first)
+
+    def _hull(self, i: int, p: float) -> tuple[np.ndarray, np.ndarray]:
+        """For each m: h_(m+1)(u_m / d) and its right slope there, h_(m+1) the least concave
+        majorant of the points (0, G_0), (u_j, G_(j+1)) for j <= m (monotone chain)."""
+        if (i, p) in self._hulls:
+            return self._hulls[(i, p)]
+        g, u, d = self.g[i], self.t**p, self.dim
+        value, slope = np.full(len(u) - 1, math.inf), np.zeros(len(u) - 1)
+        xs, ys = [0.0], [float(g[0])]
+        for m in range(int(np.sum(np.isfinite(g))) - 1):
+            x, y = float(u[m]), float(g[m + 1])
+            # Pop the last vertex while it lies on or below the chord to the new point.
+            while len(xs) > 1 and (ys[-1] - ys[-2]) * (x - xs[-2]) <= (y - ys[-2]) * (
+                xs[-1] - xs[-2]
+            ):
+                xs.pop()
+                ys.pop()
+            xs.append(x)
+            ys.append(y)
+            q = x / d
+            j = bisect.bisect_right(xs, q) - 1
+            if j >= len(xs) - 1:  # beyond the last point (d = 1): the bound there is flat
+                value[m] = y
+            else:
+                slope[m] = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+                value[m] = ys[j] + slope[m] * (q - xs[j])
+        self._hulls[(i, p)] = (np.maximum.accumulate(value), slope)
+        return self._hulls[(i, p)]
 
 
 def _equivalence(dim: int, q: float, p: float) -> float:
@@ -345,8 +555,13 @@ class ProvenRadius:
         self.notes: dict[str, str] = {}
         self.line_g: LineG | None = None
         self.c, self.fisher = math.inf, math.inf
-        if is_gaussian(noise) or noise.name == "uniform":
-            return
+        self.renyi: RenyiBound | None = None
+        if noise.is_gaussian or noise.name == "uniform":
+            return  # closed forms, exact (uniform: every shift has an infinite divergence)
+        try:
+            self.renyi = RenyiBound(noise, dim)
+        except BoundUnavailable as err:
+            self.notes["renyi-divergence"] = f"renyi-divergence unavailable: {err}"
         try:
             law = ScoreLaw(noise)
         except BoundUnavailable as err:
@@ -375,7 +590,7 @@ class ProvenRadius:
         zero = np.zeros_like(p_a)
         cands: dict[float, list] = {1.0: [], 2.0: []}
         with np.errstate(divide="ignore", invalid="ignore"):
-            if is_gaussian(n):
+            if n.is_gaussian:
                 l2 = 0.5 * n.sigma * (ndtri(p_a) - ndtri(p_b))
                 cands[2.0].append(("cohen-gaussian", l2))
             elif n.name == "uniform":
@@ -404,6 +619,9 @@ class ProvenRadius:
                 if math.isfinite(self.fisher):
                     arc = np.arcsin(2 * p_a - 1) - np.arcsin(2 * p_b - 1)
                     cands[2.0].append(("fisher-arcsin", arc / (2 * math.sqrt(self.fisher))))
+                if self.renyi is not None:
+                    for q in (1.0, 2.0):
+                        cands[q].append(("renyi-divergence", self.renyi.radius(p_a, p_b, q)))
         return {
             q: [(name, np.where(p_a > p_b, np.nan_to_num(v, nan=0.0), zero)) for name, v in c]
             for q, c in cands.items()
@@ -436,6 +654,10 @@ class ProvenRadius:
             name = np.where(use1, n1, n2)
             if p not in (1.0, 2.0):
                 name = np.array([s + f" (norm equivalence to l{p:g})" for s in name], dtype=object)
+                if self.renyi is not None:  # l_inf and other p: Li et al.'s bound directly
+                    direct = self.renyi.radius(p_a, p_b, p)
+                    up = direct > r
+                    r, name = np.where(up, direct, r), np.where(up, "renyi-divergence", name)
             # Closed forms are exact in float64; computed bounds lose the numerical margin.
             exact = np.array([s.split(" ")[0] in CLOSED_FORMS for s in name], dtype=bool)
             out[p] = (np.where(exact, r, r * (1 - BOUND_MARGIN)), name)
@@ -452,7 +674,7 @@ class ProvenRadius:
         return names
 
 
-BOUNDS_VERSION = "bounds-1"  # bump when a bound's numerics change: it invalidates cached curves
+BOUNDS_VERSION = "bounds-2"  # bump when a bound's numerics change: it invalidates cached curves
 # Keyed by the law's content hash (never id(noise), which Python reuses after a free), and
 # bounded like the engines, so that C-OPT / I-OPT loops over many noises stay flat in memory.
 _PROVEN = BoundedLRU(max_items=32, max_bytes=64 * 2**20)

@@ -45,6 +45,12 @@ def check_norm(p: float | str) -> float:
     return p
 
 
+def norm_label(p: float) -> str:
+    """The one spelling of an l_p order in names, columns and tables: 'l1', 'l2', 'l1.5',
+    'linf'."""
+    return "linf" if math.isinf(p) else f"l{p:g}"
+
+
 def check_dim(dim: int) -> int:
     """The input dimension d: an integer >= 1."""
     if isinstance(dim, bool) or not isinstance(dim, int | float) or dim != int(dim) or dim < 1:

@@ -102,9 +102,7 @@ def references(noise, dim: int) -> list[tuple[str, float, Callable[[float], floa
     uniform: Yang l1; Pareto: Yang's l1 lower bound.
     """
     name = noise.name
-    if name == "gennormal" and getattr(noise, "beta", None) == 2.0:
-        name = "gaussian"
-    if name == "gaussian":
+    if noise.is_gaussian:
         s = noise.sigma
         return [
             ("cohen_l2", 2.0, lambda p: cohen_l2(s, p)),

@@ -29,6 +29,7 @@ import functools
 import math
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -139,6 +140,29 @@ class LatticeLaw:
         return torch.from_numpy(vals), torch.from_numpy(mass)
 
 
+class _OneZ(NamedTuple):
+    """The tabulated law of one Z_a under X: its finite values and their cell masses (scratch
+    views, valid until the next law), the mass at Z = -inf, mean, variance and bounds."""
+
+    z: np.ndarray
+    w: np.ndarray
+    lost: float
+    mean: float
+    var: float
+    z_min: float
+    z_max: float
+
+
+class _Window(NamedTuple):
+    """The lattice of L (lo + j * step, j < points) and the range one Z is kept in."""
+
+    lo: float
+    step: float
+    points: int
+    z_lo: float
+    z_hi: float
+
+
 class StructuredLogRatio:
     """Tabulated one-dimensional Z_a for a noise, and the law of k-fold sums.
 
@@ -203,9 +227,25 @@ class StructuredLogRatio:
     def law(self, a: float, k: int) -> LatticeLaw:
         """Law of L for k coordinates shifted by a (the others unperturbed contribute 0)."""
         # One radius evaluates 35-100 laws on 2^17+ cells each: few passes, none allocating
-        # in the common case (every Z finite, nothing cut).
+        # in the common case (every Z finite, nothing cut). The steps below share the scratch
+        # buffers, hence the one lock around all of them.
+        one = self._finite_z(a)
+        if one is None:  # eps - a leaves the support for every eps: L = -inf surely
+            return LatticeLaw(0.0, 1.0, np.zeros(1), 1.0)
+        mean_y, var_y = self._y_moments(one)  # the window must hold L under Y too
+        win = self._window(one, mean_y, var_y, k)
+        one = self._cut_beyond_reach(one, win)
+        pmf_first, first = self._split_onto_lattice(one, win, k)
+        start, step = self._match_moments(pmf_first, first, one, win, k)
+        pmf, finite_mass = self._k_fold(np.roll(pmf_first, first), k, one.lost)
+        return LatticeLaw(start, step, pmf, 1.0 - finite_mass)
+
+    def _finite_z(self, a: float) -> _OneZ | None:
+        """Z_a at the cell midpoints, its finite values only, with their X-mean, X-variance,
+        bounds and the mass of Z = -inf (None if Z = -inf everywhere). Caller holds the lock."""
         z = self._log_ratio_into(self._z, self._eps_t, self.base, a)
         w, total, lost = self.cell_mass, self._mass_total, 0.0
+        # The first moment doubles as the test for -inf values: no isfinite pass when none.
         s1 = _dot(w, z)
         if not math.isfinite(s1):  # some Z = -inf: eps - a left the support
             finite = np.isfinite(z)
@@ -213,22 +253,32 @@ class StructuredLogRatio:
             z, w = z[finite], w[finite]
             total = float(w.sum())
             if total <= 0:
-                return LatticeLaw(0.0, 1.0, np.zeros(1), 1.0)
+                return None
             s1 = _dot(w, z)
-        tmp = self._tmp[: z.size]
-        mean_x = s1 / total
-        var_x = _centred_moment(w, z, mean_x, tmp) / total
+        mean = s1 / total
+        var = _centred_moment(w, z, mean, self._tmp[: z.size]) / total
+        return _OneZ(z, w, lost, mean, var, float(z.min()), float(z.max()))
+
+    def _y_moments(self, one: _OneZ) -> tuple[float, float]:
+        """Mean and variance of Z under Y = eps + a (used only to place the window)."""
         if self.noise.symmetric:
             # Under Y = eps + a, Z = -Z_a(-eps) and -eps ~ eps: the Y-law of Z is the X-law
-            # of -Z. (Only the window below uses the Y-moments.)
-            mean_y, var_y = -mean_x, var_x
-        else:  # Y-weights w e^z: the identity P_Y = E_X[e^L]
-            wy = w * np.exp(np.minimum(z, 700.0))
-            mean_y = _dot(wy, z) / float(wy.sum())
-            var_y = _centred_moment(wy, z, mean_y, tmp) / float(wy.sum())
-        std_z = math.sqrt(max(var_x, var_y))
+            # of -Z.
+            return -one.mean, one.var
+        # Y-weights w e^z: the identity P_Y = E_X[e^L]
+        z, w = one.z, one.w
+        wy = w * np.exp(np.minimum(z, 700.0))
+        mean_y = _dot(wy, z) / float(wy.sum())
+        var_y = _centred_moment(wy, z, mean_y, self._tmp[: z.size]) / float(wy.sum())
+        return mean_y, var_y
+
+    @staticmethod
+    def _window(one: _OneZ, mean_y: float, var_y: float, k: int) -> _Window:
+        """The lattice of L, and the range [z_lo, z_hi] in which one Z is kept."""
+        std_z = math.sqrt(max(one.var, var_y))
         if std_z == 0.0:  # Z is an atom (e.g. uniform noise inside the overlap: Z = 0)
             std_z = 1e-12
+        mean_x = one.mean
         # Window of the sum: +-10 std of L around the means, widened by `reach`, the farthest
         # one Z is kept from its means. One Z anywhere in its kept range plus the other k - 1
         # within 10 std of L still fits, as do two extreme Z with the rest near their mean when
@@ -237,41 +287,49 @@ class StructuredLogRatio:
         # tiny a sent 1.5% of L to -inf.) No further than the farthest finite Z actually lies
         # (Gaussian tails stop at ~9 std).
         s = math.sqrt(k) * std_z
-        z_min, z_max = float(z.min()), float(z.max())
-        farthest = max(max(mean_x, mean_y) - z_min, z_max - min(mean_x, mean_y))
+        farthest = max(max(mean_x, mean_y) - one.z_min, one.z_max - min(mean_x, mean_y))
         reach = min(max(40.0, _STD_WINDOW * math.sqrt(k)) * std_z, farthest)
         lo = k * min(mean_x, mean_y) - _STD_WINDOW * s - reach
         hi = k * max(mean_x, mean_y) + _STD_WINDOW * s + reach
         points = int(min(_MAX_POINTS, max(_MIN_POINTS, (hi - lo) / std_z * _Z_PER_STD)))
         points = next_fast_len(points, real=True)  # any size with small factors: no need for 2^n
         step = (hi - lo) / points
-        # One Z on the lattice: index relative to lo / k so that k indices sum to S's index.
-        # Values beyond the reach are cut: below to -inf (lowers L), above down to the cap
-        # (lowers L), so a cut can only shrink the radius.
-        z_lo = min(mean_x, mean_y) - reach
-        z_hi = max(mean_x, mean_y) + reach
-        mean_c, var_c, lost_total = mean_x, var_x, lost
-        if z_min < z_lo or z_max > z_hi:
-            keep = z >= z_lo
-            lost_total += float(w[~keep].sum())
-            z, w = np.minimum(z[keep], z_hi), w[keep]
-            tmp = self._tmp[: z.size]
-            mean_c = _dot(w, z) / float(w.sum())
-            var_c = _centred_moment(w, z, mean_c, tmp) / float(w.sum())
-            z_min, z_max = max(z_min, z_lo), min(z_max, z_hi)  # bounds of the kept values
-        # Each Z is split between its two neighbouring lattice points with weights that keep
-        # its value on average (linear, "cloud in cell"). Rounding to the nearest point
-        # instead moves a value by a residual that depends on the value itself: Laplace-like
-        # laws, whose Z sits mostly on two atoms, then had the shape of L distorted, and
-        # the radius off by up to +-1.3e-4 depending on how the atoms met the lattice.
-        # x = (z - lo / k) / step; its floor, counted from the first one (floor is monotone,
-        # so the bounds of z give the range, narrower than the window), indexes the lower
-        # point.
-        inv, shift = 1.0 / step, -lo / k / step
-        first = math.floor(z_min * inv + shift)
-        if math.floor(z_max * inv + shift) + 1 - first >= points:  # cannot happen: the window
+        return _Window(lo, step, points, min(mean_x, mean_y) - reach, max(mean_x, mean_y) + reach)
+
+    def _cut_beyond_reach(self, one: _OneZ, win: _Window) -> _OneZ:
+        """Values beyond the window's reach cut: below to -inf (lowers L), above down to the
+        cap (lowers L), so a cut can only shrink the radius. Moments and bounds re-measured
+        on what is kept; `one` itself where nothing is cut (the common case)."""
+        if not (one.z_min < win.z_lo or one.z_max > win.z_hi):
+            return one
+        z, w = one.z, one.w
+        keep = z >= win.z_lo
+        lost = one.lost + float(w[~keep].sum())
+        z, w = np.minimum(z[keep], win.z_hi), w[keep]
+        mean = _dot(w, z) / float(w.sum())
+        var = _centred_moment(w, z, mean, self._tmp[: z.size]) / float(w.sum())
+        z_min, z_max = max(one.z_min, win.z_lo), min(one.z_max, win.z_hi)  # of the kept values
+        return _OneZ(z, w, lost, mean, var, z_min, z_max)
+
+    def _split_onto_lattice(self, one: _OneZ, win: _Window, k: int) -> tuple[np.ndarray, int]:
+        """Law of one Z on the lattice: masses [points] at lattice indices first, first + 1, ...
+        (mod points), and `first`.
+
+        Each Z is split between its two neighbouring lattice points with weights that keep its
+        value on average (linear, "cloud in cell"). Rounding to the nearest point instead moves
+        a value by a residual that depends on the value itself: Laplace-like laws, whose Z sits
+        mostly on two atoms, then had the shape of L distorted, and the radius off by up to
+        +-1.3e-4 depending on how the atoms met the lattice.
+        """
+        z, w = one.z, one.w
+        # x = (z - lo / k) / step, relative to lo / k so that k indices sum to S's index; its
+        # floor, counted from the first one (floor is monotone, so the bounds of z give the
+        # range, narrower than the window), indexes the lower point.
+        inv, shift = 1.0 / win.step, -win.lo / k / win.step
+        first = math.floor(one.z_min * inv + shift)
+        if math.floor(one.z_max * inv + shift) + 1 - first >= win.points:  # the window forbids
             raise RuntimeError("lattice window narrower than the law of one Z")
-        x, lower = tmp, self._tmp2[: z.size]
+        x, lower = self._tmp[: z.size], self._tmp2[: z.size]
         np.multiply(z, inv, out=x)
         np.add(x, shift, out=x)
         np.floor(x, out=lower)
@@ -281,27 +339,39 @@ class StructuredLogRatio:
         np.subtract(x, lower, out=x)  # fraction of the way to the upper point
         np.multiply(x, w, out=x)  # mass moved up
         np.subtract(w, x, out=lower)  # mass kept down
-        down, up = _histograms(idx, (lower, x), points, self._neq[: z.size - 1])
-        pmf_first = down + np.roll(up, 1)  # [points] lattice index - first
-        # The split keeps the mean of one Z up to round-off and adds up to step^2/4 to its
-        # variance; k copies add both up. Measure them on the lattice law, then shift and
-        # rescale the lattice about the mean so that L keeps the exact mean and variance of
-        # the tabulated law.
+        down, up = _histograms(idx, (lower, x), win.points, self._neq[: z.size - 1])
+        return down + np.roll(up, 1), first
+
+    @staticmethod
+    def _match_moments(
+        pmf_first: np.ndarray, first: int, one: _OneZ, win: _Window, k: int
+    ) -> tuple[float, float]:
+        """(start, step) of the lattice of L, shifted and rescaled about its mean so that L has
+        the exact mean and variance of the tabulated law.
+
+        The split keeps the mean of one Z up to round-off and adds up to step^2/4 to its
+        variance; k copies add both up. Measured on the lattice law of one Z, corrected for L.
+        """
+        points, lo, step = win.points, win.lo, win.step
         m = np.arange(points, dtype=np.float64)
         w_sum = float(pmf_first.sum())
         m_mean = _dot(pmf_first, m) / w_sum
         mean_r = lo / k + step * (first + m_mean)
         var_r = step * step * _centred_moment(pmf_first, m, m_mean, np.empty(points)) / w_sum
-        shrink = math.sqrt(var_c / var_r) if var_r > 0 else 1.0
-        pmf_z = np.roll(pmf_first, first)  # circular: lattice index mod points
+        shrink = math.sqrt(one.var / var_r) if var_r > 0 else 1.0
+        # Lattice point j sits at lo + j * step with the lattice law's mean k * mean_r; map it
+        # to k * mean + shrink * (lo + j * step - k * mean_r).
+        return k * one.mean + shrink * (lo - k * mean_r), shrink * step
+
+    @staticmethod
+    def _k_fold(pmf_z: np.ndarray, k: int, lost: float) -> tuple[np.ndarray, float]:
+        """Law of the sum of k copies of one Z (lattice law `pmf_z`, indexed mod its size;
+        mass `lost` at -inf): the lattice masses, and their total P(L > -inf)."""
         if k == 1:
             pmf = pmf_z
-        else:
-            pmf = np.fft.irfft(_spectral_power(np.fft.rfft(pmf_z), k), n=points)
+        else:  # circular convolution: the window keeps the sum from wrapping around
+            pmf = np.fft.irfft(_spectral_power(np.fft.rfft(pmf_z), k), n=pmf_z.size)
         pmf = np.clip(pmf, 0.0, None)  # FFT round-off (~1e-17) must not create negative mass
-        finite_mass = (1.0 - lost_total) ** k
+        finite_mass = (1.0 - lost) ** k
         pmf *= finite_mass / max(pmf.sum(), 1e-300)
-        # Lattice point j sits at lo + j * step with the lattice law's mean k * mean_r; map it
-        # to k * mean_c + shrink * (lo + j * step - k * mean_r).
-        start = k * mean_c + shrink * (lo - k * mean_r)
-        return LatticeLaw(start, shrink * step, pmf, 1.0 - finite_mass)
+        return pmf, finite_mass

@@ -10,11 +10,11 @@ from scipy.special import ndtri
 
 from unicr_pl.noises import Noise
 from unicr_pl.radius.api import certified_radii
-from unicr_pl.radius.bounds import EXACT_BOUNDS, is_gaussian, proven_radius
+from unicr_pl.radius.bounds import EXACT_BOUNDS, proven_radius
 from unicr_pl.radius.checks import check_norm
 from unicr_pl.radius.curve import RadiusCurve, default_p_grid
 
-__all__ = ["SampleRadius", "is_gaussian"]
+__all__ = ["SampleRadius"]
 
 
 class SampleRadius:
@@ -37,7 +37,7 @@ class SampleRadius:
         self.noise, self.dim, self.multiclass = noise, dim, multiclass
         self.norms = [check_norm(p) for p in norms]
         self.curve = None
-        if not is_gaussian(noise) and not multiclass:
+        if not noise.is_gaussian and not multiclass:
             grid = default_p_grid(points, p_max=1 - 1e-7)
             self.curve = RadiusCurve(noise, dim, [str(p) for p in self.norms], grid)
         self.proven = proven_radius(noise, dim)
@@ -61,7 +61,7 @@ class SampleRadius:
         """The structured-family radius per norm (an upper bound of the true radius)."""
         p_a, p_b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
         out = {}
-        if is_gaussian(self.noise):
+        if self.noise.is_gaussian:
             with np.errstate(divide="ignore", invalid="ignore"):
                 l2 = 0.5 * self.noise.sigma * (ndtri(p_a) - ndtri(p_b))
             l2 = np.where(p_a > p_b, l2, 0.0)
@@ -76,7 +76,7 @@ class SampleRadius:
             zero = dict.fromkeys(self.norms, 0.0)
             per_sample = [
                 {
-                    r.norm: r.radius
+                    r.norm: r.radius_family
                     for r in certified_radii(
                         self.noise, float(a), float(b), norms=self.norms, dim=self.dim
                     )

@@ -10,7 +10,6 @@ and rank 0 logs.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,13 +18,15 @@ import numpy as np
 import torch
 
 from unicr_pl.metrics import CertifiedAccuracy, RobustnessScore
-from unicr_pl.radius.checks import check_norm
+from unicr_pl.radius.checks import check_norm, norm_label
 from unicr_pl.radius.lookup import SampleRadius
+from unicr_pl.results import (
+    read_callback_table,
+    remove_callback_table,
+    write_callback_samples,
+    write_callback_table,
+)
 from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier, check_counts_args
-
-
-def _label(p: float) -> str:
-    return "linf" if math.isinf(p) else f"l{p:g}"
 
 
 class CertificationCallback(L.Callback):
@@ -76,7 +77,7 @@ class CertificationCallback(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:  # a table from an earlier run must never be shown as ours
-            self.table_path(trainer).unlink(missing_ok=True)
+            remove_callback_table(trainer.default_root_dir)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or module.noise is None:
@@ -134,42 +135,37 @@ class CertificationCallback(L.Callback):
                 (family, table_family, "_family"),
             ):
                 radius = torch.as_tensor(values_by_norm[p] * (pred != ABSTAIN))
-                per_sample[f"radius{suffix}_{_label(p)}"] = radius.tolist()
+                per_sample[f"radius{suffix}_{norm_label(p)}"] = radius.tolist()
                 grid = [r / 255 for r in self.radii] if math.isinf(p) else self.radii
                 acc = CertifiedAccuracy(grid).to(module.device)
                 score = RobustnessScore().to(module.device)
                 acc.update(radius, correct)
                 score.update(radius, correct)
                 values = acc.compute().cpu().numpy()  # synced across ranks
-                out[_label(p)] = [*values.tolist(), float(score.compute())]
+                out[norm_label(p)] = [*values.tolist(), float(score.compute())]
                 unit = "/255" if math.isinf(p) else ""
                 for r, v in zip(self.radii, values, strict=True):
                     # Already synced by torchmetrics: every rank logs the same value.
                     module.log(
-                        f"val/certified_accuracy_{_label(p)}{suffix}@{r:g}{unit}",
+                        f"val/certified_accuracy_{norm_label(p)}{suffix}@{r:g}{unit}",
                         float(v),
                         sync_dist=True,
                     )
                 module.log(
-                    f"val/robustness_score_{_label(p)}{suffix}", out[_label(p)][-1], sync_dist=True
+                    f"val/robustness_score_{norm_label(p)}{suffix}",
+                    out[norm_label(p)][-1],
+                    sync_dist=True,
                 )
         self.last_table_family = table_family
         self.last_table = table
         # Files, so that the launching process (spawn) and C-OPT's runner can read them: the
-        # synced table (rank 0) and this rank's per-sample radii.
+        # synced table (rank 0) and this rank's per-sample radii (`unicr_pl.results`).
         root = Path(trainer.default_root_dir)
         root.mkdir(parents=True, exist_ok=True)
         if trainer.is_global_zero:
-            self.table_path(trainer).write_text(json.dumps(table))
-        with open(root / f"certification_last.rank{trainer.global_rank}.tsv", "w") as fh:
-            fh.write("\t".join(per_sample) + "\n")
-            for row in zip(*per_sample.values(), strict=True):
-                fh.write("\t".join(str(v) for v in row) + "\n")
+            write_callback_table(root, table)
+        write_callback_samples(root, trainer.global_rank, per_sample)
         self._log_curves(trainer, table)
-
-    @staticmethod
-    def table_path(trainer: L.Trainer) -> Path:
-        return Path(trainer.default_root_dir) / "certification_last.json"
 
     def _log_curves(self, trainer: L.Trainer, table: dict) -> None:
         if trainer.global_rank != 0 or trainer.logger is None:
@@ -225,8 +221,8 @@ class CertificationCallback(L.Callback):
 
         With `trainer`, falls back to the file rank 0 wrote (spawned workers' state is lost).
         """
-        if not self.last_table and trainer is not None and self.table_path(trainer).is_file():
-            self.last_table = json.loads(self.table_path(trainer).read_text())
+        if not self.last_table and trainer is not None:
+            self.last_table = read_callback_table(trainer.default_root_dir)
         if not self.last_table:
             return "no certification has run"
         head = "norm  " + " ".join(f"{r:>6g}" for r in self.radii) + "  R_score  (linf: r/255)"
