@@ -1,8 +1,8 @@
 """One table for every noise x norm x d: curve time, look-up time, memory, pso against the
 exact engine, and certification throughput with its forward share, all measured in one run.
 
-    python benchmarks/all.py --quick      # d = 784: about 6 minutes on 2 idle cores
-    python benchmarks/all.py              # d = 784, 3072, 150528: about 1.5 hours (see README)
+    python benchmarks/all.py --quick      # d = 784: about 13 minutes on 2 shared cores
+    python benchmarks/all.py              # d = 784, 3072, 150528: ~1.5 hours, estimated
 
 Per noise and d, a fresh process (so that its peak memory is its own) builds the cold-cache
 200-point p_A -> R curve for norms 1, 2, inf together (what `certify.py curve` does), times

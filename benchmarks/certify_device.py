@@ -8,8 +8,9 @@ at 32-true; ResNet-20 (3x32x32) under Gaussian at 32-true, bf16-mixed and 16-mix
 without channels-last. Then, on the device: (1) the packed passes of several images give every
 image the counts of certifying it alone (32-true), (2) the same seed gives the same counts
 twice, (3) bf16-mixed / 16-mixed counts stay close to 32-true. Without a GPU it says so and
-runs a small version of the same on CPU. About 2 minutes on one H100 (a fresh machine builds no
-radius curve: non-Gaussian rows time the smoothing alone, see `measure(full=False)`).
+runs a small version of the same on CPU (30 s here). Sized for a few minutes on one GPU, not yet
+run on one. A fresh machine builds no radius curve: non-Gaussian rows time the smoothing alone
+(`measure(full=False)`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ error. Each row changes one setting of the paper's procedure (Monte Carlo draws 
 tolerance, particles, iterations) and prints the mean and standard deviation of the relative
 error against Cohen over p_A x seeds; "fresh" re-measures the swarm's winning direction on
 independent draws. Results and reading: docs/radius-engine.md ("Why pso lands ...").
-Full: about 10 CPU minutes at d = 784; --quick: about 2.
+Full: about 8 CPU minutes at d = 784; --quick: about 2.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 # Training methods compared on MNIST with LeNet (docs/training-methods.md): noise_aug,
 # consistency, macer, smoothadv x {Gaussian, generalised normal beta = 0.75} x sigma in
 # {0.25, 0.5}, the same epochs, batches and seed for all; each model certified on 200 test
-# images (every 50th; n0 = 50, n = 500, alpha = 0.001, l2), then one table (proven / family
+# images (every 50th; n0 = 50, n = 500, alpha0 = 0.001, l2), then one table (proven / family
 # radius) and the time per step of each method relative to noise_aug, measured side by side.
 # Sized for about 35 minutes of one CPU core (more wall time on a shared machine). Resumable:
-# a trained run (last.ckpt) is not trained again, and certification resumes its file. MNIST is read from $UNICR_DATA.
+# a trained run (last.ckpt) is not trained again, and certification resumes its file. MNIST
+# is read from $UNICR_DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/compare_methods}
@@ -53,12 +54,12 @@ for noise in gaussian gennormal; do
         tail -1 "$run.log"
       fi
       python certify.py certify --ckpt "$run/checkpoints/last.ckpt" --split test --skip 50 \
-        --n0 50 --n 500 --alpha 0.001 --norms 2 --seed 0 \
+        --n0 50 --n 500 --alpha0 0.001 --norms 2 --seed 0 \
         --trainer.enable_progress_bar false --out "$OUT/$setting/$method.tsv" 2>&1 | tail -1
     done
     for kind in proven family; do
       python certify.py analyze "$OUT/$setting"/{noise_aug,consistency,macer,smoothadv}.tsv \
-        --norm 2 --radii 0 0.25 0.5 0.75 1 1.25 --radius "$kind" \
+        --norm 2 --radii 0 0.1 0.2 0.3 0.5 0.75 1 --radius "$kind" \
         --out "$OUT/$setting/analyze-$kind" >/dev/null
     done
   done

@@ -9,7 +9,7 @@ export UNICR_DATA=${UNICR_DATA:-data}
 
 # C-OPT: generalised normal noise, beta in {0.5, ..., 3} x sigma in {0.12, 0.25, 0.5, 1}: one MLP
 # per point (6 epochs), each certified at the end on its 1000 held-out validation images
-# (n0 = 50, n = 1000 draws, alpha = 0.001), radii for l1, l2 and l_inf.
+# (n0 = 50, n = 1000 draws, alpha0 = 0.001), radii for l1, l2 and l_inf.
 python -m unicr_pl.copt configs/sweeps/copt_mnist.yaml --out "$OUT/copt_mnist" \
   --trainer.max_epochs=6 --model.lr_step_size=4 --certification.every_n_epochs=100 \
   --certification.max_samples=1000 --certification.n=1000 \

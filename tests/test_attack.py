@@ -75,7 +75,7 @@ def run(tmp_path_factory):
     ckpt = str(next(root.rglob("*.ckpt")))
     tsv = root / "r.tsv"
     out = sh(
-        "certify.py", "certify", "--ckpt", ckpt, "--n0", "50", "--n", "1000", "--alpha", "0.001",
+        "certify.py", "certify", "--ckpt", ckpt, "--n0", "50", "--n", "1000", "--alpha0", "0.001",
         "--max", "12", "--norms", "2", "inf", "--out", str(tsv),
         "--trainer.enable_progress_bar", "false",
     )  # fmt: skip
@@ -101,7 +101,7 @@ def test_no_flip_at_the_radius_flips_beyond(run):
         assert abs(float(r["delta_norm"]) - want) <= 1e-4 * want
     at_radius = [r for r in rows if float(r["scale"]) == 1]
     beyond = [r for r in rows if float(r["scale"]) == 8]
-    # alpha = 0.001 per certificate: 12 attacks make a false flip at scale 1 improbable.
+    # alpha0 = 0.001 per certificate: 12 attacks make a false flip at scale 1 improbable.
     assert not any(r["significant"] == "1" for r in at_radius)
     assert sum(r["flipped"] == "1" for r in at_radius) == 0
     assert sum(r["flipped"] == "1" for r in beyond) >= 1, "the attack never succeeds"

@@ -58,7 +58,7 @@ def certify(ckpt, out, *extra):
         "20",
         "--n",
         "500",
-        "--alpha",
+        "--alpha0",
         "0.01",
         "--out",
         str(out),
@@ -96,7 +96,7 @@ def test_resume_and_refuse_other_settings(ckpt, tmp_path):
     lines = path.read_text().splitlines()
     assert lines[:6] == first and len(lines) == 9
     refused = sh("certify.py", "certify", "--ckpt", ckpt, "--n", "700", "--out", str(path))
-    assert refused.returncode == 2 and "other settings (alpha, n, n0)" in refused.stderr
+    assert refused.returncode == 2 and "other settings (alpha0, n, n0)" in refused.stderr
 
 
 def test_other_family_keeps_the_training_rms(ckpt, tmp_path):
@@ -140,7 +140,8 @@ def test_bad_input_fails_before_work(ckpt, tmp_path):
         (["--ckpt", str(tmp_path / "none.ckpt")], "checkpoint not found"),
         (["--ckpt", str(garbage)], "cannot read checkpoint"),
         (["--ckpt", ckpt, "--n0", "0"], "n0 must be an integer >= 1"),
-        (["--ckpt", ckpt, "--alpha", "1.5"], "alpha must be in (0, 1)"),
+        (["--ckpt", ckpt, "--alpha0", "1.5"], "alpha0 must be in (0, 1)"),
+        (["--ckpt", ckpt, "--alpha", "0.001"], "--alpha is now --alpha0"),
         (["--ckpt", ckpt, "--out", str(blocker / "x.tsv")], "cannot write results"),
     ]
     for args, message in cases:

@@ -37,7 +37,7 @@ def setup(x0=0.3):
 
 
 def test_climbs_records_everything_and_restores_the_noise():
-    # Far from the boundary p_A saturates at alpha^(1/n), so R = sigma Phi^-1(p_A) grows with
+    # Far from the boundary p_A saturates at alpha0^(1/n), so R = sigma Phi^-1(p_A) grows with
     # sigma: the climb must go up to the bound 0.6, record the blocked step, and keep going.
     g, x = setup(x0=2.0)
     cfg = IOPTConfig(steps={"sigma": 0.1}, bounds={"sigma": (0.05, 0.6)}, rounds=6, n_select=2000)

@@ -40,7 +40,7 @@ def test_certified_accuracy_against_a_loop():
 def test_high_probability_is_cohens_formula_and_below_the_estimate():
     radius, correct = sample(1000)
     est = certified_accuracy(radius, correct, 0.5)
-    hp = high_probability_certified_accuracy(radius, correct, 0.5, alpha=0.001, rho=0.001)
+    hp = high_probability_certified_accuracy(radius, correct, 0.5, alpha0=0.001, rho=0.001)
     m, log_term = 1000, np.log(1000)
     expected = est - 0.001 - np.sqrt(0.001 * 0.999 * log_term / m) - log_term / (3 * m)
     assert np.isclose(hp, expected) and hp < est

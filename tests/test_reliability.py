@@ -61,7 +61,7 @@ def ckpt(tmp_path_factory):
 
 
 def args(ckpt, out, *extra):
-    base = ["--ckpt", ckpt, "--n0", str(N0), "--n", str(N), "--alpha", str(ALPHA)]
+    base = ["--ckpt", ckpt, "--n0", str(N0), "--n", str(N), "--alpha0", str(ALPHA)]
     base += ["--batch", "50", "--out", str(out), "--trainer.enable_progress_bar", "false"]
     return [*base, *extra]
 
@@ -115,7 +115,7 @@ def test_one_go_equals_resumed_and_other_batches(ckpt, tmp_path):
     assert rows_but_time(batched) == expected
     manifest = read_manifest(one)
     assert manifest["indices"] == list(range(0, 36, 3)) and len(manifest["ckpt"]) == 64
-    assert {"n0", "n", "alpha", "seed", "split", "noise", "code_version"} <= set(manifest)
+    assert {"n0", "n", "alpha0", "seed", "split", "noise", "code_version"} <= set(manifest)
 
 
 @pytest.mark.slow  # two spawned ranks: ~30 s on 2 cores

@@ -28,27 +28,27 @@ class Halfspace(nn.Module):
 
 
 def test_clopper_pearson_matches_scipy_exact_interval():
-    n, alpha = 1000, 0.001
+    n, alpha0 = 1000, 0.001
     for k in (0, 1, 500, 990, 1000):
-        ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact")
-        assert math.isclose(clopper_pearson_lower(k, n, alpha), ci.low, abs_tol=1e-12)
-        assert math.isclose(clopper_pearson_upper(k, n, alpha), ci.high, abs_tol=1e-12)
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - 2 * alpha0, method="exact")
+        assert math.isclose(clopper_pearson_lower(k, n, alpha0), ci.low, abs_tol=1e-12)
+        assert math.isclose(clopper_pearson_upper(k, n, alpha0), ci.high, abs_tol=1e-12)
 
 
 def test_certify_halfspace_is_sound_and_tight():
-    sigma, n, alpha = 0.5, 20_000, 0.001
+    sigma, n, alpha0 = 0.5, 20_000, 0.001
     g = SmoothedClassifier(Halfspace(), create_noise("gaussian", sigma=sigma), 2, batch_size=4000)
     x = torch.zeros(3, 1, 4, 4)
     x[:, 0, 0, 0] = torch.tensor([0.2, 0.6, -0.4])
     gen = torch.Generator().manual_seed(0)
-    cert = g.certify(x, n0=100, n=n, alpha=alpha, generator=gen)
+    cert = g.certify(x, n0=100, n=n, alpha0=alpha0, generator=gen)
     assert list(cert.prediction) == [1, 1, 0]
     true_p = stats.norm.cdf(np.abs([0.2, 0.6, -0.4]) / sigma)
     assert np.all(cert.p_a <= true_p) and np.all(cert.p_a > true_p - 0.02)
     # The certified radius never exceeds the true distance to g's decision boundary |x_0|.
     radius = np.array([cf.cohen_l2(sigma, p) for p in cert.p_a])
     assert np.all(radius <= np.abs([0.2, 0.6, -0.4]))
-    np.testing.assert_allclose(cert.p_a, clopper_pearson_lower(cert.counts.max(1), n, alpha))
+    np.testing.assert_allclose(cert.p_a, clopper_pearson_lower(cert.counts.max(1), n, alpha0))
 
 
 def test_noise_is_added_before_normalisation():
@@ -72,7 +72,7 @@ def test_noise_is_added_before_normalisation():
 def test_predict_abstains_on_a_coin_flip_and_counts_are_seedable():
     g = SmoothedClassifier(Halfspace(), create_noise("laplace", sigma=1.0), 2, batch_size=256)
     x = torch.zeros(2, 3)
-    pred = g.predict(x, n=400, alpha=0.001, generator=torch.Generator().manual_seed(2))
+    pred = g.predict(x, n=400, alpha0=0.001, generator=torch.Generator().manual_seed(2))
     assert np.all(pred == ABSTAIN)
     a = g.counts(x, 300, torch.Generator().manual_seed(3))
     b = g.counts(x, 300, torch.Generator().manual_seed(3))
@@ -107,13 +107,13 @@ def test_nan_logits_name_the_sample():
     [
         ({"n0": 0}, "n0 must be"),
         ({"n": 0}, "n must be"),
-        ({"alpha": 0.0}, "alpha must be"),
-        ({"alpha": 1.0}, "alpha must be"),
+        ({"alpha0": 0.0}, "alpha0 must be"),
+        ({"alpha0": 1.0}, "alpha0 must be"),
     ],
 )
 def test_bad_certify_arguments(kwargs, message):
     g = SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2)
-    args = {"n0": 10, "n": 10, "alpha": 0.01, **kwargs}
+    args = {"n0": 10, "n": 10, "alpha0": 0.01, **kwargs}
     with pytest.raises(ValueError, match=message):
         g.certify(torch.zeros(1, 2), **args)
 

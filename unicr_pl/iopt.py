@@ -13,7 +13,7 @@ smoothed prediction differs is rejected, and the final result abstains rather th
 radius for another class.
 
 What the certificate means. With `sound=True` the chosen noise is only *selected* on the
-search's draws; p_A is then bounded on n fresh draws at level alpha, so the radius is a valid
+search's draws; p_A is then bounded on n fresh draws at level alpha0, so the radius is a valid
 certificate for the smoothed classifier g built with that (now fixed) noise, at this input.
 It is *not* a certificate for the input-dependent classifier x -> g_{mu(x)}(x): a perturbed
 input would choose another noise, and no radius for that adaptive classifier follows (see the
@@ -91,7 +91,7 @@ def iopt(
     reference_class: int,
     radius_fn: RadiusFn,
     n: int,
-    alpha: float,
+    alpha0: float,
     cfg: IOPTConfig,
     generator: torch.Generator | None = None,
     seed: int | None = None,
@@ -115,7 +115,7 @@ def iopt(
         counts = smoothed.counts(x, draws, generator, seeds=seeds, indices=[index])
         counts = counts[0].cpu().numpy()
         top = int(np.argmax(counts))
-        p_a = float(clopper_pearson_lower(counts[reference_class], draws, alpha))
+        p_a = float(clopper_pearson_lower(counts[reference_class], draws, alpha0))
         valid = top == reference_class and p_a > 0.5
         radius = radius_fn(smoothed.noise, p_a) if valid else 0.0
         entry = {**params, "p_a": p_a, "radius": radius, "top": top, "valid": valid}

@@ -45,7 +45,8 @@ def manifest_path(tsv_path: str | Path) -> Path:
 
 def read_manifest(tsv_path: str | Path) -> dict:
     """The settings and manifest a result TSV was written with (checkpoint hash, noise, n0, n,
-    alpha, seed, split, sample indices, ...); ValueError if it has none or it is unreadable."""
+    alpha0, seed, split, sample indices, ...); ValueError if it has none or it is unreadable.
+    Keys renamed since a file was written are read under their new names (RENAMED)."""
     path = manifest_path(tsv_path)
     if not path.is_file():
         raise ValueError(f"{tsv_path} has no manifest ({path} not found)")
@@ -55,13 +56,21 @@ def read_manifest(tsv_path: str | Path) -> dict:
         raise ValueError(f"cannot read manifest {path}: {err}") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest {path} is not a JSON object")
-    return manifest
+    return upgrade_manifest(manifest)
+
+
+def upgrade_manifest(manifest: dict) -> dict:
+    """`manifest` with keys written under an old name (RENAMED) under their new one."""
+    return {RENAMED.get(k, k): v for k, v in manifest.items()}
 
 
 # Manifest entries that describe a run but do not change its rows: never compared on resume.
 DESCRIPTIVE = frozenset({"indices", "code_version", "ckpt_path"})
 # Settings added after files were written without them, with the value those files had.
 IMPLIED = {"precision": "32-true", "channels_last": False}
+# Settings renamed after files were written: old name -> new name (the failure probability was
+# `alpha`, which now means only the noise scale).
+RENAMED = {"alpha": "alpha0"}
 
 
 def lock_path(path: str | Path) -> Path:
@@ -345,6 +354,7 @@ class ResultWriter:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return self._start()
         old = json.loads(self.settings_path.read_text()) if self.settings_path.exists() else None
+        old = upgrade_manifest(old) if isinstance(old, dict) else old
         old_settings = {k: v for k, v in (old or {}).items() if k not in DESCRIPTIVE}
         old_settings = {**{k: v for k, v in IMPLIED.items() if k in self.settings}, **old_settings}
         if old is None or old_settings != self.settings:
@@ -607,6 +617,7 @@ __all__ = [
     "read_callback_table",
     "read_manifest",
     "read_results",
+    "upgrade_manifest",
     "shard_path",
     "shard_paths",
     "remove_callback_table",

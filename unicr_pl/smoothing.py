@@ -14,6 +14,7 @@ autocast (`precision`) wraps the base classifier only.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,27 +39,44 @@ def sample_seed(seed: int, *key: int) -> int:
     return int(np.random.SeedSequence([int(seed), *map(int, key)]).generate_state(1, np.uint64)[0])
 
 
-def clopper_pearson_lower(successes: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """One-sided (1 - alpha) lower confidence bound of a binomial proportion (0 where none)."""
+def clopper_pearson_lower(successes: np.ndarray, n: int, alpha0: float) -> np.ndarray:
+    """One-sided (1 - alpha0) lower confidence bound of a binomial proportion (0 where none)."""
     k = np.asarray(successes, dtype=np.float64)
-    lower = stats.beta.ppf(alpha, np.maximum(k, 1e-300), n - k + 1)
+    lower = stats.beta.ppf(alpha0, np.maximum(k, 1e-300), n - k + 1)
     return np.where(k > 0, lower, 0.0)
 
 
-def clopper_pearson_upper(successes: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """One-sided (1 - alpha) upper confidence bound of a binomial proportion (1 where all)."""
+def clopper_pearson_upper(successes: np.ndarray, n: int, alpha0: float) -> np.ndarray:
+    """One-sided (1 - alpha0) upper confidence bound of a binomial proportion (1 where all)."""
     k = np.asarray(successes, dtype=np.float64)
-    upper = stats.beta.ppf(1 - alpha, k + 1, np.maximum(n - k, 1e-300))
+    upper = stats.beta.ppf(1 - alpha0, k + 1, np.maximum(n - k, 1e-300))
     return np.where(k < n, upper, 1.0)
 
 
-def check_counts_args(n0: int | None = None, n: int | None = None, alpha: float | None = None):
-    """ValueErrors for n0 < 1, n < 1, alpha outside (0, 1)."""
+def renamed(**names: str):
+    """Decorator: a keyword argument given under an old name (old=new) fails with a TypeError
+    naming the new one, instead of Python's bare 'unexpected keyword argument'."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            for old, new in names.items():
+                if old in kwargs:
+                    raise TypeError(f"{fn.__qualname__}(): '{old}' is now '{new}'")
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+def check_counts_args(n0: int | None = None, n: int | None = None, alpha0: float | None = None):
+    """ValueErrors for n0 < 1, n < 1, alpha0 outside (0, 1)."""
     for name, value in (("n0", n0), ("n", n)):
         if value is not None and (int(value) != value or value < 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    if alpha is not None and not (0.0 < alpha < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if alpha0 is not None and not (0.0 < alpha0 < 1.0):
+        raise ValueError(f"alpha0 must be in (0, 1), got {alpha0}")
 
 
 @dataclass
@@ -283,12 +301,13 @@ class SmoothedClassifier(nn.Module):
             yield blocks[key][1][lo:hi]
             pos += hi - lo
 
+    @renamed(alpha="alpha0 (the failure probability; alpha is the noise scale)")
     def predict(
-        self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None = None
+        self, x: torch.Tensor, n: int, alpha0: float, generator: torch.Generator | None = None
     ) -> np.ndarray:
         """PREDICT: the top class, or ABSTAIN where a two-sided binomial test of the top two
-        counts does not reject equality at level alpha. Returns [B] ints."""
-        check_counts_args(n=n, alpha=alpha)
+        counts does not reject equality at level alpha0. Returns [B] ints."""
+        check_counts_args(n=n, alpha0=alpha0)
         counts = self.counts(x, n, generator).cpu().numpy()
         top2 = np.argsort(-counts, axis=1, kind="stable")[:, :2]
         n_a = np.take_along_axis(counts, top2[:, :1], 1)[:, 0]
@@ -299,14 +318,15 @@ class SmoothedClassifier(nn.Module):
                 for a, bb in zip(n_a, n_b, strict=True)
             ]
         )
-        return np.where(p_values <= alpha, top2[:, 0], ABSTAIN)
+        return np.where(p_values <= alpha0, top2[:, 0], ABSTAIN)
 
+    @renamed(alpha="alpha0 (the failure probability; alpha is the noise scale)")
     def certify(
         self,
         x: torch.Tensor,
         n0: int,
         n: int,
-        alpha: float,
+        alpha0: float,
         generator: torch.Generator | None = None,
         multiclass: bool = False,
         first_index: int = 0,
@@ -316,8 +336,8 @@ class SmoothedClassifier(nn.Module):
     ) -> Certificate:
         """CERTIFY: guess c_A on n0 draws, bound its probability on n fresh draws.
 
-        Binary: p_A is the one-sided Clopper-Pearson lower bound at alpha and p_B = 1 - p_A.
-        Multi-class: the confidence is split (alpha / 2 each) between the lower bound of p_A and
+        Binary: p_A is the one-sided Clopper-Pearson lower bound at alpha0 and p_B = 1 - p_A.
+        Multi-class: the confidence is split (alpha0 / 2 each) between the lower bound of p_A and
         the upper bound of the runner-up's probability p_B. Abstain where p_A <= 1/2 (binary)
         or p_A <= p_B (multi-class).
 
@@ -326,7 +346,7 @@ class SmoothedClassifier(nn.Module):
         then the same whatever the batching, sharding or resuming. Otherwise `generator` gives
         the n0 draws, then the n draws.
         """
-        check_counts_args(n0=n0, n=n, alpha=alpha)
+        check_counts_args(n0=n0, n=n, alpha0=alpha0)
         if indices is None:
             indices = range(first_index, first_index + x.shape[0])
         if seed is None:
@@ -340,11 +360,11 @@ class SmoothedClassifier(nn.Module):
         if multiclass:
             others = counts.copy()
             others[np.arange(len(guess)), guess] = -1
-            p_a = clopper_pearson_lower(n_a, n, alpha / 2)
-            p_b = clopper_pearson_upper(others.max(axis=1), n, alpha / 2)
+            p_a = clopper_pearson_lower(n_a, n, alpha0 / 2)
+            p_b = clopper_pearson_upper(others.max(axis=1), n, alpha0 / 2)
             certified = p_a > p_b
         else:
-            p_a = clopper_pearson_lower(n_a, n, alpha)
+            p_a = clopper_pearson_lower(n_a, n, alpha0)
             p_b = 1 - p_a
             certified = p_a > 0.5
         prediction = np.where(certified, guess, ABSTAIN)
@@ -373,13 +393,6 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def seeded_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
-    """A torch.Generator on `device`, seeded (random seed if None)."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2**63)))
-    return gen
-
-
 __all__ = [
     "ABSTAIN",
     "PRECISIONS",
@@ -390,5 +403,4 @@ __all__ = [
     "clopper_pearson_upper",
     "pack_passes",
     "sample_seed",
-    "seeded_generator",
 ]

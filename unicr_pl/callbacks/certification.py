@@ -2,7 +2,7 @@
 
 Every `every_n_epochs` validation epochs (and after the last one), up to `max_samples`
 validation samples are certified with `unicr_pl.smoothing` (n0 selection draws, n estimation
-draws, Clopper-Pearson at alpha) under the module's own noise; radii come from the same
+draws, Clopper-Pearson at alpha0) under the module's own noise; radii come from the same
 per-sample look-up as certify.py (`unicr_pl.radius.lookup.SampleRadius`). Under DDP each
 rank certifies its shard (samples rank, rank + world, ...), the torchmetrics states are synced,
 and rank 0 logs.
@@ -35,7 +35,7 @@ class CertificationCallback(L.Callback):
     Args:
         every_n_epochs: certify every k validation epochs (and always after the last).
         max_samples: validation samples to certify (m), split across ranks.
-        n0, n, alpha: CERTIFY's selection draws, estimation draws and confidence.
+        n0, n, alpha0: CERTIFY's selection draws, estimation draws and confidence.
         norms: l_p orders to report.
         radii: radius grid of the logged certified accuracies; for l_inf it is read in units
             of 1/255, as in the paper's tables.
@@ -49,18 +49,18 @@ class CertificationCallback(L.Callback):
         max_samples: int = 200,
         n0: int = 50,
         n: int = 500,
-        alpha: float = 0.001,
+        alpha0: float = 0.001,
         norms: list[str] | None = None,
         radii: list[float] | None = None,
         batch_size: int = 2000,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_counts_args(n0=n0, n=n, alpha=alpha)
+        check_counts_args(n0=n0, n=n, alpha0=alpha0)
         if every_n_epochs < 1 or max_samples < 1:
             raise ValueError("every_n_epochs and max_samples must be >= 1")
         self.every_n_epochs, self.max_samples = every_n_epochs, max_samples
-        self.n0, self.n, self.alpha, self.batch_size, self.seed = n0, n, alpha, batch_size, seed
+        self.n0, self.n, self.alpha0, self.batch_size, self.seed = n0, n, alpha0, batch_size, seed
         self.norms = [check_norm(p) for p in (norms or ["1", "2", "inf"])]
         self.radii = list(radii or [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
         self.last_table: dict[str, list[float]] | None = None  # proven radii
@@ -109,7 +109,9 @@ class CertificationCallback(L.Callback):
         step = max(1, self.batch_size // self.n)
         for start in range(0, len(xs), step):
             x = torch.stack(xs[start : start + step]).to(module.device)
-            cert = smoothed.certify(x, self.n0, self.n, self.alpha, gen, first_index=indices[start])
+            cert = smoothed.certify(
+                x, self.n0, self.n, self.alpha0, gen, first_index=indices[start]
+            )
             preds.append(cert.prediction)
             p_as.append(cert.p_a)
         module.train(was_training)

@@ -112,7 +112,7 @@ def run(args) -> None:
     targets = [r for r in rows if r["correct"].strip() in ("1", "True", "true")]
     targets = [r for r in targets if int(r["predict"]) >= 0]
     targets = targets[: args.max] if args.max >= 0 else targets
-    n, alpha = args.n or int(manifest["n"]), float(manifest["alpha"])
+    n, alpha0 = args.n or int(manifest["n"]), float(manifest["alpha0"])
     seed = args.seed if args.seed is not None else int(manifest["seed"]) + 1
     column = family_column if args.radius == "family" else norm_column
     base, normalize = model.backbone, model.normalize
@@ -128,7 +128,7 @@ def run(args) -> None:
         for r in targets:
             idx, label = int(r["idx"]), int(r["label"])
             x = dataset[idx][0].unsqueeze(0)
-            before = estimate(smoothed, x, label, n, alpha, seed, idx, 0, manifest)
+            before = estimate(smoothed, x, label, n, alpha0, seed, idx, 0, manifest)
             for p in norms:
                 radius = float(r[column(p)])
                 if not radius > 0:
@@ -137,7 +137,7 @@ def run(args) -> None:
                     for k, s in enumerate(args.scale):
                         row = attack_one(
                             attacked, smoothed, x, label, p, s * radius, name, args.steps, n,
-                            alpha, seed, idx, 1 + k, manifest,
+                            alpha0, seed, idx, 1 + k, manifest,
                         )  # fmt: skip
                         row.update(idx=idx, label=label, norm=norm_label(p), scale=s, attack=name,
                                    radius=radius, margin_before=before["margin"],
@@ -147,10 +147,10 @@ def run(args) -> None:
                         results.append(row)
                         if s <= 1 and row["significant"]:
                             alarms.append(row)
-    report(results, alarms, args, manifest, seed, n, alpha, len(targets), out)
+    report(results, alarms, args, manifest, seed, n, alpha0, len(targets), out)
 
 
-def estimate(smoothed, x, label, n, alpha, seed, idx, stage, manifest) -> dict:
+def estimate(smoothed, x, label, n, alpha0, seed, idx, stage, manifest) -> dict:
     """The smoothed prediction at x on n fresh draws: margin (share of c_A minus the best
     other class), its Clopper-Pearson p_A, and whether g provably left c_A (`significant`)."""
     from unicr_pl.smoothing import clopper_pearson_lower, clopper_pearson_upper, sample_seed
@@ -159,20 +159,20 @@ def estimate(smoothed, x, label, n, alpha, seed, idx, stage, manifest) -> dict:
     counts = counts[0].cpu().numpy()
     others = np.delete(counts, label)
     # The certificate promises P(c_A) > every other class; a flip is significant where the
-    # upper bound of P(c_A) lies below the lower bound of another class's (alpha / 2 each).
-    upper = float(clopper_pearson_upper(counts[label], n, alpha / 2))
-    lower_other = float(clopper_pearson_lower(others.max(), n, alpha / 2))
+    # upper bound of P(c_A) lies below the lower bound of another class's (alpha0 / 2 each).
+    upper = float(clopper_pearson_upper(counts[label], n, alpha0 / 2))
+    lower_other = float(clopper_pearson_lower(others.max(), n, alpha0 / 2))
     return {
         "predict_after": int(counts.argmax()),
         "flipped": bool(counts.argmax() != label),
         "significant": upper < lower_other,
         "margin": (int(counts[label]) - int(others.max())) / n,
-        "p_a": float(clopper_pearson_lower(counts[label], n, alpha)),
+        "p_a": float(clopper_pearson_lower(counts[label], n, alpha0)),
         "counts": " ".join(map(str, counts.tolist())),
     }
 
 
-def attack_one(attacked, smoothed, x, label, p, eps, name, steps, n, alpha, seed, idx, stage,
+def attack_one(attacked, smoothed, x, label, p, eps, name, steps, n, alpha0, seed, idx, stage,
                manifest) -> dict:  # fmt: skip
     """One attack at l_p norm eps, then the re-estimate at x + delta."""
     import torch
@@ -180,7 +180,7 @@ def attack_one(attacked, smoothed, x, label, p, eps, name, steps, n, alpha, seed
     from unicr_pl.attacks import attack, lp_norm
 
     delta = attack(name, attacked, x, torch.tensor([label]), p, torch.tensor([eps]), steps)
-    after = estimate(smoothed, x + delta, label, n, alpha, seed, idx, stage, manifest)
+    after = estimate(smoothed, x + delta, label, n, alpha0, seed, idx, stage, manifest)
     return {
         "delta_norm": float(lp_norm(delta, p)[0]),
         "flipped": after["flipped"],
@@ -213,7 +213,7 @@ def summary_table(results: list[dict]):
     return table
 
 
-def report(results, alarms, args, manifest, seed, n, alpha, images, out: Path) -> None:
+def report(results, alarms, args, manifest, seed, n, alpha0, images, out: Path) -> None:
     """Prints and writes the table; shouts about significant flips at scale <= 1."""
     if not results:
         print(f"no certified, correctly classified image to attack in {args.results}")
@@ -228,7 +228,7 @@ def report(results, alarms, args, manifest, seed, n, alpha, images, out: Path) -
     print(
         f"scale <= 1: {sum(r['flipped'] for r in within)} of {len(within)} attacks flipped the "
         f"estimated prediction, {len(alarms)} significantly (expected <= about "
-        f"{2 * alpha * len(within):.3g} if every certificate holds: alpha = {alpha} each)"
+        f"{2 * alpha0 * len(within):.3g} if every certificate holds: alpha0 = {alpha0} each)"
     )
     for a in alarms:
         print(
@@ -237,7 +237,7 @@ def report(results, alarms, args, manifest, seed, n, alpha, images, out: Path) -
             f"{a['radius']:.6g}; reproduce: certify.py attack --ckpt {args.ckpt} --results "
             f"{args.results} --norm {a['norm']} --scale {a['scale']:g} --attack {a['attack']} "
             f"--m {args.m} --steps {args.steps} --n {n} --seed {seed} (noise "
-            f"{manifest['noise']}, alpha {alpha}, counts {a['counts_after']})",
+            f"{manifest['noise']}, alpha0 {alpha0}, counts {a['counts_after']})",
             file=sys.stderr,
         )
     print(f"rows: {out / 'attack.tsv'}; table: {out / 'table.csv'}, {out / 'table.md'}")

@@ -11,15 +11,25 @@ merged into one TSV ordered by idx.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from unicr_pl.radius.checks import norm_label
+from unicr_pl.results import (
+    FileLock,
+    ResultWriter,
+    code_version,
+    done_indices,
+    finalize,
+    shard_paths,
+)
 
 
 def build_parser():
@@ -35,7 +45,7 @@ def build_parser():
     p.add_argument("--max", type=int, default=-1, help="at most this many samples (-1: all)")
     p.add_argument("--n0", type=int, default=100, help="selection draws")
     p.add_argument("--n", type=int, default=100_000, help="estimation draws")
-    p.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    p.add_argument("--alpha0", type=float, default=0.001, help="failure probability")
     p.add_argument("--batch", type=int, default=1000, help="noisy copies per forward pass")
     p.add_argument(
         "--precision",
@@ -109,7 +119,7 @@ def check_args(cfg) -> list[float]:
     from unicr_pl.radius.checks import check_norm
     from unicr_pl.smoothing import check_counts_args
 
-    check_counts_args(n0=cfg.n0, n=cfg.n, alpha=cfg.alpha)
+    check_counts_args(n0=cfg.n0, n=cfg.n, alpha0=cfg.alpha0)
     if cfg.skip < 1 or cfg.batch < 1:
         raise ValueError("--skip and --batch must be >= 1")
     if cfg.max == 0 or cfg.max < -1:
@@ -237,18 +247,10 @@ def iopt_setup(cfg, noise):
 
 
 def run(argv: list[str]) -> None:
-
+    """`certify.py certify`: every check first, then certify what is not done yet, resuming."""
     from unicr_pl.lightning.certify import CertifyTask
-    from unicr_pl.results import (
-        FileLock,
-        ResultWriter,
-        code_version,
-        done_indices,
-        finalize,
-        shard_paths,
-    )
-    from unicr_pl.smoothing import DRAW_BLOCK
 
+    check_renamed_flags(argv)
     cfg = build_parser().parse_args(argv)
     norms = check_args(cfg)
     trainer = make_trainer(cfg)
@@ -256,33 +258,13 @@ def run(argv: list[str]) -> None:
     model = load_model(cfg.ckpt)
     noise = certify_noise(cfg, model)
     data_hp, dataset = load_split(cfg, ckpt)
-    indices = list(range(0, len(dataset), cfg.skip))
-    if cfg.max >= 0:
-        indices = indices[: cfg.max]
+    indices = sample_indices(cfg, len(dataset))
     iopt_config, noise = iopt_setup(cfg, noise)
     out = Path(cfg.out or f"results/{Path(cfg.ckpt).stem}_{noise.name}_{cfg.split}.tsv")
-    # What a row depends on (not --skip / --max: they only choose which rows to produce).
-    settings = {
-        "iopt": repr(iopt_config),
-        "ckpt": _file_digest(cfg.ckpt),
-        "noise": repr(noise),
-        "noise_name": noise.name,
-        "noise_params": noise.params(),
-        "n0": cfg.n0,
-        "n": cfg.n,
-        "alpha": cfg.alpha,
-        "split": cfg.split,
-        "norms": [str(p) for p in norms],
-        "multiclass": cfg.multiclass,
-        "seed": cfg.seed,
-        "seeding": f"sample_seed(seed, idx, stage), blocks of {DRAW_BLOCK} draws",
-        "dataset": data_hp.get("dataset"),
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-    }
+    settings = row_settings(cfg, noise, norms, iopt_config, data_hp)
     manifest = {"indices": indices, "code_version": code_version(), "ckpt_path": cfg.ckpt}
     task = CertifyTask(
-        model, noise, cfg.n0, cfg.n, cfg.alpha, cfg.batch, norms, cfg.multiclass, cfg.seed,
+        model, noise, cfg.n0, cfg.n, cfg.alpha0, cfg.batch, norms, cfg.multiclass, cfg.seed,
         str(out), settings, iopt_config, manifest, cfg.precision, cfg.channels_last,
     )  # fmt: skip
     if _secondary_rank():  # started by rank 0's launcher, which holds the locks and checked
@@ -290,22 +272,8 @@ def run(argv: list[str]) -> None:
         task.set_inputs(dataset, [i for i in indices if i not in done], per_step(cfg))
         _predict(trainer, task)
         return
-    # Fail before any work on an unwritable or locked path, or a file of other settings.
-    lock = FileLock(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except OSError as err:
-        raise ValueError(f"cannot write results to {out}: {err.strerror}") from None
-    try:
-        writer = ResultWriter(out, norms, settings, task.extra, manifest, lock=False)
-        done = set(writer.done)
-        writer.close()
-        for part in shard_paths(out):
-            shard = ResultWriter(part, norms, settings, task.extra, manifest)  # same checks
-            done |= shard.done
-            shard.close()
-        todo = [i for i in indices if i not in done]
+    with output_lock(out):
+        todo = [i for i in indices if i not in finished(out, norms, task)]
         print(
             f"certifying {len(todo)} of {len(indices)} samples ({len(indices) - len(todo)} done) "
             f"-> {out}",
@@ -318,8 +286,73 @@ def run(argv: list[str]) -> None:
         if trainer.is_global_zero:
             finalize(out, lock=False)
             summarize(out, norms[0])
+
+
+def check_renamed_flags(argv: list[str]) -> None:
+    """A flag renamed since (argparse would even take `--alpha` as short for `--alpha0`)."""
+    for arg in argv:
+        if arg == "--alpha" or arg.startswith("--alpha="):
+            raise ValueError(
+                "--alpha is now --alpha0 (the failure probability); alpha means the noise "
+                "scale everywhere else, and --noise_alpha overrides it here"
+            )
+
+
+def sample_indices(cfg, size: int) -> list[int]:
+    """The dataset indices to certify: every --skip-th, at most --max of them."""
+    indices = list(range(0, size, cfg.skip))
+    return indices[: cfg.max] if cfg.max >= 0 else indices
+
+
+def row_settings(cfg, noise, norms: list[float], iopt_config, data_hp: dict) -> dict:
+    """What a row depends on, which a resumed file must match (not --skip / --max: they only
+    choose which rows to produce; CertifyTask adds the precision)."""
+    from unicr_pl.smoothing import DRAW_BLOCK
+
+    return {
+        "iopt": repr(iopt_config),
+        "ckpt": _file_digest(cfg.ckpt),
+        "noise": repr(noise),
+        "noise_name": noise.name,
+        "noise_params": noise.params(),
+        "n0": cfg.n0,
+        "n": cfg.n,
+        "alpha0": cfg.alpha0,
+        "split": cfg.split,
+        "norms": [str(p) for p in norms],
+        "multiclass": cfg.multiclass,
+        "seed": cfg.seed,
+        "seeding": f"sample_seed(seed, idx, stage), blocks of {DRAW_BLOCK} draws",
+        "dataset": data_hp.get("dataset"),
+    }
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Holds the output's lock; an unwritable or locked path fails before any work."""
+    lock = FileLock(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:
+        raise ValueError(f"cannot write results to {out}: {err.strerror}") from None
+    try:
+        yield
     finally:
         lock.release()
+
+
+def finished(out: Path, norms: list[float], task) -> set[int]:
+    """Indices already certified in the output and its shards; opening each with this run's
+    settings refuses a file written with others."""
+    writer = ResultWriter(out, norms, task.settings, task.extra, task.manifest, lock=False)
+    done = set(writer.done)
+    writer.close()
+    for part in shard_paths(out):
+        shard = ResultWriter(part, norms, task.settings, task.extra, task.manifest)
+        done |= shard.done
+        shard.close()
+    return done
 
 
 def per_step(cfg) -> int:
@@ -340,20 +373,21 @@ def _predict(trainer, task) -> None:
         with torch.no_grad():
             trainer.predict(task, return_predictions=False)
     finally:
-        if task.writer is not None:
-            task.writer.close()
+        for out in (task.writer, task.history):
+            if out is not None:
+                out.close()
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         trainer.strategy.barrier()
 
 
 def print_reach(task, cfg, norms: list[float]) -> None:
-    """The largest radius these settings can certify (all n draws correct, p_A = alpha^(1/n),
+    """The largest radius these settings can certify (all n draws correct, p_A = alpha0^(1/n),
     the Clopper-Pearson bound at n of n), and a warning if even that cannot certify."""
-    # Multi-class: alpha / 2 each side; no runner-up draw bounds p_B by 1 - p_top as well.
-    p_top = (cfg.alpha / 2 if cfg.multiclass else cfg.alpha) ** (1.0 / cfg.n)
+    # Multi-class: alpha0 / 2 each side; no runner-up draw bounds p_B by 1 - p_top as well.
+    p_top = (cfg.alpha0 / 2 if cfg.multiclass else cfg.alpha0) ** (1.0 / cfg.n)
     if p_top <= 0.5:
         print(
-            f"warning: n = {cfg.n} is too small to certify anything at alpha = {cfg.alpha}: "
+            f"warning: n = {cfg.n} is too small to certify anything at alpha0 = {cfg.alpha0}: "
             f"even with every draw correct p_A <= {p_top:.4g} <= 1/2, so every sample abstains",
             flush=True,
         )

@@ -233,6 +233,12 @@ class UniCRCLI(LightningCLI):
 
 def build_cli(args: list[str] | None = None) -> UniCRCLI:
     """Parses and checks the command line, instantiates model, data, trainer; writes nothing."""
+    for arg in sys.argv[1:] if args is None else args:
+        if arg.split("=")[0] == "--certification.alpha":
+            raise ValueError(
+                "--certification.alpha is now --certification.alpha0 (the failure probability); "
+                "alpha means the noise scale"
+            )
     return UniCRCLI(
         UniCRModule,
         UniCRDataModule,

@@ -51,7 +51,7 @@ class CertifyTask(L.LightningModule):
         noise,
         n0: int,
         n: int,
-        alpha: float,
+        alpha0: float,
         batch: int,
         norms: list[float],
         multiclass: bool,
@@ -70,7 +70,7 @@ class CertifyTask(L.LightningModule):
         self.iopt_config = iopt_config
         self.extra = iopt_config.columns() if iopt_config else ()
         self.model, self.noise = model, noise
-        self.n0, self.n, self.alpha, self.multiclass, self.seed = n0, n, alpha, multiclass, seed
+        self.n0, self.n, self.alpha0, self.multiclass, self.seed = n0, n, alpha0, multiclass, seed
         # Mixed precision and channels-last change the logits: rows depend on them.
         settings = {**settings, "precision": precision, "channels_last": channels_last}
         self.norms, self.out_path, self.settings = norms, out_path, settings
@@ -138,7 +138,7 @@ class CertifyTask(L.LightningModule):
             x,
             self.n0,
             self.n,
-            self.alpha,
+            self.alpha0,
             multiclass=self.multiclass,
             seed=self.seed,
             indices=indices,
@@ -194,7 +194,7 @@ class CertifyTask(L.LightningModule):
                 reference,
                 lambda nz, p_a: self._candidate_radius(nz, p_a, first),
                 self.n,
-                self.alpha,
+                self.alpha0,
                 self.iopt_config,
                 seed=self.seed,
                 index=int(idx[i]),

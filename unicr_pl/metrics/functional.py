@@ -38,16 +38,16 @@ def certified_accuracy_curve(radius, correct, radii: Sequence[float]) -> np.ndar
 
 
 def high_probability_certified_accuracy(
-    radius, correct, r: float, alpha: float = 0.001, rho: float = 0.001
+    radius, correct, r: float, alpha0: float = 0.001, rho: float = 0.001
 ) -> float:
     """Cohen et al.'s high-probability certified accuracy at r: with probability >= 1 - rho
     over the certification draws, the true certified accuracy is at least this, given that
-    each certificate fails with probability <= alpha (a Bernstein-type bound)."""
+    each certificate fails with probability <= alpha0 (a Bernstein-type bound)."""
     rad, cor = _arrays(radius, correct)
     m = rad.size
     mean = float(np.mean(cor & (rad >= r)))
     log_term = math.log(1 / rho)
-    return mean - alpha - math.sqrt(alpha * (1 - alpha) * log_term / m) - log_term / (3 * m)
+    return mean - alpha0 - math.sqrt(alpha0 * (1 - alpha0) * log_term / m) - log_term / (3 * m)
 
 
 def average_certified_radius(radius, correct) -> float:
