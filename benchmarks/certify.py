@@ -2,7 +2,7 @@
 
     python benchmarks/certify.py [--device cuda] [--images 4] [--n 2000] [--batch 1000]
         [--backbones lenet resnet20] [--noises gaussian gennormal expmix custom]
-        [--precision 32-true] [--channels_last]
+        [--precision 32-true] [--channels_last] [--prefetch]
 
 Certification here is what `certify.py certify` does (CertifyTask.predict_step, with
 batch // n images per step when n < batch): n0 + n seeded noisy copies per image packed into
@@ -13,7 +13,7 @@ noise:
 
 * seconds per image and images per second (wall clock);
 * forward share (wall) = bare loop / certification, the speed of certification relative to
-  the classifier alone (a worker thread drawing the noise overlaps with the forward on CPU);
+  the classifier alone (`--prefetch` draws the noise in a worker thread, beside the forward);
 * forward share (CPU, CPU only) = the classifier's CPU time over the process's CPU time while
   certifying, every thread included: what the sampling costs, overlapped or not.
 
@@ -84,6 +84,7 @@ def measure(
     channels_last: bool = False,
     reps: int = 2,
     full: bool = True,
+    prefetch: bool = False,
 ) -> dict:
     """Certification against the bare classifier for one setting (`noise`: a name in NOISES, or
     a Noise); see the module docstring.
@@ -98,6 +99,7 @@ def measure(
     kwargs = {"precision": precision, "channels_last": channels_last}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         smoothed, step, close = certifier(model, noise, n0, n, batch, kwargs, full, tmp)
+        smoothed.prefetch = prefetch
 
         def certify() -> None:
             for b in batches:
@@ -125,6 +127,7 @@ def measure(
         "precision": precision,
         "channels_last": channels_last,
         "radii": full,
+        "prefetch": prefetch,
         "n": n,
         "s_per_image": wall / images,
         "images_per_s": images / wall,
@@ -214,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--noises", nargs="+", default=list(NOISES), choices=list(NOISES))
     p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--prefetch", action="store_true", help="draw the noise in a worker thread")
     return p
 
 
@@ -226,7 +230,7 @@ def main() -> None:
         for noise in args.noises:
             r = measure(
                 backbone, noise, device, args.images, args.n0, args.n, args.batch,
-                args.precision, args.channels_last, args.reps,
+                args.precision, args.channels_last, args.reps, prefetch=args.prefetch,
             )  # fmt: skip
             print(table_row(r), flush=True)
 
