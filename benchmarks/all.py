@@ -1,7 +1,7 @@
 """One table for every noise x norm x d: curve time, look-up time, memory, pso against the
 exact engine, and certification throughput with its forward share, all measured in one run.
 
-    python benchmarks/all.py --quick      # d = 784: about 13 minutes on 2 shared cores
+    python benchmarks/all.py --quick      # d = 784: about 12 minutes on 2 shared cores
     python benchmarks/all.py              # d = 784, 3072, 150528: ~1.5 hours, estimated
 
 Per noise and d, a fresh process (so that its peak memory is its own) builds the cold-cache
@@ -23,6 +23,8 @@ import sys
 import tempfile
 
 import torch
+
+from unicr_pl.radius.checks import norm_label
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from curves import NOISES  # noqa: E402
@@ -134,7 +136,7 @@ def table(radii: dict, certs: dict, dims) -> list[str]:
                     c = f"{cert['images_per_s']:.2f} | {cert['share_cpu']:.1%} | "
                     c += f"{cert['share_wall']:.1%}"
                 lines.append(
-                    f"| {label} | {dim} | l{'inf' if norm == 'inf' else norm[:-2]} | {shared} | "
+                    f"| {label} | {dim} | {norm_label(float(norm))} | {shared} | "
                     f"{r['lookup_us']:.2f} | {r['exact']:.4g} | {pso_s} | {vs} | "
                     f"{r['proven']:.4g} | {c} |"
                 )
