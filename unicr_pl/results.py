@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from unicr_pl.radius.checks import norm_label
+from unicr_pl.smoothing import ABSTAIN
 
 BASE_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time", "p_a", "p_b"]
 
@@ -282,14 +283,14 @@ def result_row(
     family: dict[float, float],
 ) -> dict[str, object]:
     """One certification row: Cohen's columns (`radius` is the first norm's proven radius;
-    `correct` is 0 for an abstention, -1), p_a, p_b, and per norm the proven radius and the
+    `correct` is 0 for an abstention, ABSTAIN), p_a, p_b, and per norm the proven radius and the
     family value. Callers add their `extra` columns (e.g. I-OPT's choice)."""
     idx, label, prediction = int(idx), int(label), int(prediction)
     row: dict[str, object] = {
         "idx": int(idx),
         "label": int(label),
         "predict": int(prediction),
-        "correct": int(prediction == label and prediction != -1),
+        "correct": int(prediction == label and prediction != ABSTAIN),
         "time": f"{seconds:.4f}",
         "p_a": f"{p_a:.10g}",
         "p_b": f"{p_b:.10g}",
