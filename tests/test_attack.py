@@ -13,6 +13,7 @@ import torch
 from scipy.optimize import minimize
 
 from unicr_pl.attacks import lp_norm, project_l1_ball, rescale
+from unicr_pl.commands.certify_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
@@ -118,13 +119,15 @@ def test_no_flip_at_the_radius_flips_beyond(run):
         (["--m", "0"], "--m must be >= 1"),
     ],
 )
-def test_bad_input_is_one_line_before_any_attack(run, extra, message):
+def test_bad_input_is_one_line_before_any_attack(run, extra, message, capsys):
     ckpt, tsv, root = run
     out_dir = root / "bad"
-    out = sh("certify.py", "attack", "--ckpt", ckpt, "--results", str(tsv), "--out",
-             str(out_dir), "--norm", "2", *extra)  # fmt: skip
-    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
-    assert len(out.stderr.strip().splitlines()) == 1 and not out_dir.exists()
+    # In this process (no interpreter start-up per case); the next test runs the real entry point.
+    code = main(["attack", "--ckpt", ckpt, "--results", str(tsv), "--out", str(out_dir),
+                 "--norm", "2", *extra])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and not out_dir.exists()
 
 
 def test_results_of_another_checkpoint_are_refused(run, tmp_path):
@@ -136,3 +139,4 @@ def test_results_of_another_checkpoint_are_refused(run, tmp_path):
     out = sh("certify.py", "attack", "--ckpt", str(other), "--results", str(tsv), "--out",
              str(tmp_path / "o"))  # fmt: skip
     assert out.returncode == 2 and "certified with another checkpoint" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

@@ -216,8 +216,9 @@ def test_laplace_l1_is_teng(p_a):
 def test_laplace_l1_differential_reproduces_teng(p_a):
     """The differential method alone (the score law of Laplace noise is +-1/b) gives Teng."""
     noise = create_noise("laplace", sigma=0.5)
-    g = proven_radius(noise, 784).line_g
-    found = 0.5 * (g.G(np.array([p_a])) - g.G(np.array([1 - p_a])))[0]
+    pr = proven_radius(noise, 784)  # the law at alpha = 1, scaled by alpha
+    g = pr.unit.line_g
+    found = pr.alpha * 0.5 * (g.G(np.array([p_a])) - g.G(np.array([1 - p_a])))[0]
     teng = closed_forms.teng_laplace_l1(noise.alpha, p_a)
     assert rel(found, teng) < 1e-4 and found <= teng * (1 + 1e-9)
 

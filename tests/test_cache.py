@@ -114,7 +114,7 @@ def test_truncated_corrupt_or_foreign_cache_files_are_rebuilt(tmp_path, fake_com
         curve_module._CURVES.clear()
         rebuilt = RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=tmp_path)
         np.testing.assert_array_equal(rebuilt.radii[2], good)
-        assert fake_compute[-1] is noise
+        assert fake_compute[-1].identity() == noise.identity()  # alpha = 1: the same law
         assert curve_module._read_checked(path, curve.key()) is not None  # rewritten whole
 
 
@@ -213,7 +213,10 @@ def test_many_pa_read_one_curve(tmp_path, monkeypatch, capsys, fake_compute):
     for row in rows:
         assert {"radius_family", "bound", "tight", "details"} <= set(row)
     # Each p_A is a grid point: the curve's own value there, no step down.
-    scale = -float(create_noise("laplace", sigma=1.0).log_prob(torch.tensor([3.0]))[0]) * 10
+    # The fake curve of the law at alpha = 1 (what the cache holds), times alpha.
+    noise = create_noise("laplace", sigma=1.0)
+    unit = -float(noise.with_alpha(1.0).log_prob(torch.tensor([3.0]))[0]) * 10
+    scale = noise.alpha * unit
     for row in rows[:8]:
         assert row["radius_family"] == pytest.approx(row["p_a"] * scale)
     assert _radius(*argv, "--pa", "0.9") == 0  # one p_A: the direct engine

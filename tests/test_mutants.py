@@ -26,7 +26,7 @@ from unicr_pl.radius.neyman_pearson import (
     lower_set_y_mass,
 )
 from unicr_pl.results import ResultWriter
-from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier
+from unicr_pl.smoothing import ABSTAIN, SmoothedClassifier, sample_seed
 
 
 class FirstRowsVoteZero(nn.Module):
@@ -240,3 +240,12 @@ def test_boundary_p_a_at_the_first_atoms_and_when_never_reached():
     assert boundary_p_a(f64(0.0, 0.0), f64(0.5, 0.5)) == 0.5  # reached inside atom 0
     assert math.isclose(boundary_p_a(f64(0.0, 0.0, 0.0), f64(1, 1, 1) / 3), 0.5)  # atom 1
     assert boundary_p_a(f64(-1.0, -1.0), f64(0.5, 0.5)) == 1.0  # Y-mass below 1/2 throughout
+
+
+def test_sample_seed_refuses_negative_seeds_and_keys():
+    """A negative seed or key is refused by name (one survivor of the mutation run: `or`
+    weakened to `and` let a negative key through to numpy's own error)."""
+    assert sample_seed(0, 1, 2) == sample_seed(0, 1, 2) != sample_seed(0, 2, 1)
+    for seed, key in ((-1, (0,)), (0, (0, -1)), (-1, (-1,))):
+        with pytest.raises(ValueError, match="seeds and their keys must be >= 0"):
+            sample_seed(seed, *key)

@@ -1,8 +1,38 @@
 """Result TSVs: Cohen's columns, flushing, resume, refusing to mix settings."""
 
+import json
+import os
+import re
+
+import numpy as np
 import pytest
 
-from unicr_pl.results import ResultWriter, radius_and_correct, read_results
+import unicr_pl
+from unicr_pl.results import (
+    FileLock,
+    HistoryWriter,
+    ResultWriter,
+    _compact,
+    atomic_path,
+    code_version,
+    describe_manifest,
+    done_indices,
+    finalize,
+    lock_path,
+    manifest_path,
+    radius_and_correct,
+    read_callback_radii,
+    read_callback_table,
+    read_manifest,
+    read_results,
+    remove_callback_table,
+    result_row,
+    shard_path,
+    shard_paths,
+    write_callback_samples,
+    write_callback_table,
+)
+from unicr_pl.smoothing import ABSTAIN
 
 
 def row(i, r=0.5):
@@ -60,3 +90,206 @@ def test_cohen_file_is_read(tmp_path):
     assert radius == [0.8, 0.0] and correct == [True, False]
     with pytest.raises(ValueError, match="not found"):
         read_results(tmp_path / "missing.tsv")
+
+
+# ---- every public function in this process (the mutation run sees only in-process tests) ----
+
+NORMS = [1.0, 2.0, float("inf")]
+
+
+def test_result_row_columns_and_abstention():
+    r = result_row(7, 3, 3, 1.23456, 0.9, 0.05, {2.0: 0.5, 1.0: 0.75}, {2.0: 0.6})
+    assert r["idx"] == 7 and r["label"] == 3 and r["predict"] == 3 and r["correct"] == 1
+    assert r["time"] == "1.2346" and r["p_a"] == "0.9" and r["p_b"] == "0.05"
+    assert r["radius"] == r["radius_l2"] == "0.5" and r["radius_l1"] == "0.75"  # first norm
+    assert r["radius_family_l2"] == "0.6" and "radius_family_l1" not in r
+    wrong = result_row(1, 3, 2, 0.0, 0.7, 0.3, {1.0: 0.1}, {})
+    assert wrong["correct"] == 0 and wrong["radius"] == "0.1"
+    abstain = result_row(1, ABSTAIN, ABSTAIN, 0.0, 0.4, 0.6, {1.0: 0.0}, {})
+    assert abstain["correct"] == 0  # an abstention is never correct, even against label -1
+
+
+def test_read_results_names_the_bad_line(tmp_path):
+    head = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+    good = "0\t1\t1\t0.5\t1\t0\n"
+    cases = {
+        head + good + "1\t1\t1\tx\t1\t0\n": "line 3 has a non-numeric idx or radius",
+        head + "a\t1\t1\t0.5\t1\t0\n": "line 2 has a non-numeric idx or radius",
+        head + good + "1\t1\t1\t0.5\t2\t0\n": "line 3: 'correct' must be 0 or 1",
+        head + good + "1\t1\t1\n": "line 3 has 3 fields, the header has 6",
+        head + good + "\n": "line 3 is empty",
+        head + good + "1\t1": "line 3 is cut short",
+        head: "has a header but no rows",
+        "": "is empty (line 1)",
+        "a\tb\n1\t2\n": "not a certification TSV",
+    }
+    path = tmp_path / "r.tsv"
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_results(path)
+    path.write_bytes(head.encode() + b"\xff\xfe\n")
+    with pytest.raises(ValueError, match="line 2 is not text"):
+        read_results(path)
+    path.write_text(head)
+    assert read_results(path, allow_empty=True) == []
+    path.write_text(head + "0\t1\t1\t0.5\tTrue\t0\n1\t1\t0\t0\tfalse\t0\n")
+    assert radius_and_correct(read_results(path), None) == ([0.5, 0.0], [True, False])
+    with pytest.raises(ValueError, match="is a directory"):
+        read_results(tmp_path)
+
+
+def test_radius_and_correct_picks_the_norm_or_family_column(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {}, extra=("radius_family_l2",))
+    w.write({**row(0, 0.4), "radius_family_l2": 0.9, "correct": 0})
+    w.close()
+    rows = read_results(path)
+    assert radius_and_correct(rows, 2.0) == ([0.4], [False])
+    assert radius_and_correct(rows, 2.0, family=True) == ([0.9], [False])
+    assert radius_and_correct(rows, 1.0) == ([0.4], [False])  # no l1 column: Cohen's radius
+    with pytest.raises(ValueError, match="no radius_family_l1 column"):
+        radius_and_correct(rows, 1.0, family=True)
+
+
+def test_manifest_is_written_upgraded_and_checked(tmp_path):
+    path = tmp_path / "r.tsv"
+    with pytest.raises(ValueError, match="has no manifest"):
+        read_manifest(path)
+    w = ResultWriter(path, [2.0], {"alpha": 0.001, "n": 10}, manifest={"indices": [0, 1]})
+    w.close()
+    assert read_manifest(path) == {"alpha0": 0.001, "n": 10, "indices": [0, 1]}  # renamed
+    manifest_path(path).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="is not a JSON object"):
+        read_manifest(path)
+    manifest_path(path).write_text("{")
+    with pytest.raises(ValueError, match="cannot read manifest"):
+        read_manifest(path)
+
+
+def test_resume_accepts_old_names_and_implied_settings_but_not_other_columns(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {"n": 10})
+    w.write(row(4))
+    w.close()
+    old = json.loads(manifest_path(path).read_text())  # a file from before alpha0 and precision
+    manifest_path(path).write_text(json.dumps({**old, "alpha": 0.01}))
+    again = ResultWriter(path, [2.0], {"n": 10, "alpha0": 0.01, "precision": "32-true"})
+    assert again.done == {4}
+    again.close()
+    with pytest.raises(ValueError, match="other settings \\(precision\\)"):
+        ResultWriter(path, [2.0], {"n": 10, "alpha0": 0.01, "precision": "bf16-mixed"})
+    with pytest.raises(ValueError, match="has other columns"):
+        ResultWriter(path, [1.0], {"n": 10, "alpha0": 0.01, "precision": "32-true"})
+    assert not lock_path(path).exists()  # every refusal released its lock
+
+
+def test_file_lock_names_the_holder_and_dies_with_release(tmp_path):
+    target = tmp_path / "r.tsv"
+    first = FileLock(target).acquire()
+    assert lock_path(target).read_text() == f"{os.getpid()}\n"
+    first.note("123 456")
+    with pytest.raises(ValueError, match=r"being written by another process \(pid 123 456\)"):
+        FileLock(target).acquire()
+    first.release()
+    assert not lock_path(target).exists()
+    with FileLock(target) as again:
+        assert again.fileno() >= 0 and lock_path(target).exists()
+    assert not lock_path(target).exists()
+
+
+def test_finalize_merges_shards_in_order_and_refuses_disagreement(tmp_path):
+    path = tmp_path / "r.tsv"
+    for rank, indices in ((0, [4, 0]), (1, [3, 1, 0])):
+        w = ResultWriter(shard_path(path, rank), NORMS, {"n": 1})
+        for i in indices:
+            w.write({**row(i), "time": 0.5 * rank})  # the time may differ between shards
+        w.close()
+    (tmp_path / "r.tsv.part1.lock").write_text("")  # a stale lock is not a shard
+    assert shard_paths(path) == [shard_path(path, 0), shard_path(path, 1)]
+    ResultWriter(path, NORMS, {"n": 1}).close()
+    assert finalize(path) == 4
+    assert [r["idx"] for r in read_results(path)] == ["0", "1", "3", "4"]
+    assert shard_paths(path) == [] and not manifest_path(shard_path(path, 0)).exists()
+    assert done_indices(path) == {0, 1, 3, 4} and done_indices(tmp_path / "none.tsv") == set()
+    for rank, radius in ((0, 0.5), (1, 0.6)):
+        w = ResultWriter(shard_path(path, rank), NORMS, {"n": 1})
+        w.write(row(9, radius))
+        w.close()
+    with pytest.raises(ValueError, match="sample 9 differs from its row in another shard"):
+        finalize(path)
+
+
+def test_finalize_orders_a_file_resumed_out_of_order(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, NORMS, {})
+    for i in (2, 0, 1):
+        w.write(row(i))
+    w.close()
+    assert finalize(path) == 3
+    assert [r["idx"] for r in read_results(path)] == ["0", "1", "2"]
+
+
+def test_history_keeps_the_last_line_of_each_written_row(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {})
+    w.write(row(0))
+    w.write(row(2))
+    w.close()
+    h = HistoryWriter(path)
+    for record in ({"idx": 0, "v": 1}, {"idx": 1, "v": 1}, {"idx": 0, "v": 2}):
+        h.write(record)
+    h.close()
+    with open(h.path, "ab") as fh:
+        fh.write(b'{"idx": 2, "v"')  # a killed writer's half line
+    HistoryWriter(path).close()  # opening cuts it
+    assert h.path.read_bytes().endswith(b"}\n")
+    assert HistoryWriter.read(path) == {0: {"idx": 0, "v": 2}}  # idx 1 has no result row
+
+
+def test_describe_manifest_is_compact(tmp_path):
+    assert _compact([0, 5, 10, 15]) == "4 samples, 0 to 15 step 5"
+    assert _compact([1, 2]) == "2 samples: 1, 2"
+    assert _compact(list(range(0, 24, 2)) + [99]) == (
+        "13 samples: 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, ..."
+    )
+    lines = describe_manifest({"n": 10, "indices": [0, 1, 2, 3]}, [{"idx": "1"}, {"idx": "3"}])
+    assert lines == [
+        "  n: 10",
+        "  indices: 4 samples, 0 to 3 step 1",
+        "  rows: 2 (2 of the 4 indices not certified)",
+    ]
+
+
+def test_callback_files_round_trip(tmp_path):
+    assert read_callback_table(tmp_path) is None and read_callback_radii(tmp_path) is None
+    write_callback_table(tmp_path, {"l2": [1.0, 0.5, 0.3]})
+    assert read_callback_table(tmp_path) == {"l2": [1.0, 0.5, 0.3]}
+    remove_callback_table(tmp_path)
+    assert read_callback_table(tmp_path) is None
+    for rank, (idx, radius, correct) in enumerate(((0, 0.5, 1), (1, 0.25, 0))):
+        columns = {"idx": [idx], "correct": [correct], "radius_l2": [radius],
+                   "radius_family_l2": [2 * radius]}  # fmt: skip
+        write_callback_samples(tmp_path, rank, columns)
+    radii = read_callback_radii(tmp_path)
+    assert set(radii) == {"l2", "family_l2"}
+    np.testing.assert_array_equal(radii["l2"][0], [0.5, 0.25])
+    np.testing.assert_array_equal(radii["family_l2"][0], [1.0, 0.5])
+    np.testing.assert_array_equal(radii["l2"][1], [True, False])
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_code_version_starts_with_the_package_version():
+    version = code_version()
+    assert version == unicr_pl.__version__ or version.startswith(unicr_pl.__version__ + "+")

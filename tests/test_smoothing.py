@@ -16,6 +16,7 @@ from unicr_pl.smoothing import (
     clopper_pearson_lower,
     clopper_pearson_upper,
     pack_passes,
+    sample_seed,
 )
 
 
@@ -256,3 +257,37 @@ def test_seeded_rows_are_those_of_earlier_versions(name, params, expected):
     x[:, 0, 0, 0] = torch.tensor([0.1, -0.3])
     g = SmoothedClassifier(Halfspace(), create_noise(name, sigma=1.0, **params), 2, batch_size=100)
     assert g.certify(x, 50, 1000, 0.01, seed=5, indices=[7, 123]).counts.tolist() == expected
+
+
+def test_one_non_finite_logit_among_all_draws_is_caught():
+    """A single NaN row in thousands of draws still stops certification (a count threshold
+    above one would let it through)."""
+
+    class OnceNaN(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 2)
+            if OnceNaN.calls == 0:
+                out[0, 0] = float("nan")
+            OnceNaN.calls += 1
+            return out
+
+    g = SmoothedClassifier(OnceNaN(), create_noise("gaussian", sigma=0.1), 2, batch_size=100)
+    with pytest.raises(ValueError, match="NaN or inf logits for sample 0"):
+        g.counts(torch.zeros(1, 1), 1000, torch.Generator().manual_seed(0))
+
+
+def test_noise_is_added_to_the_input_not_subtracted(monkeypatch):
+    """With a one-sided noise (|eps|) every copy of x = 0 lies at x > 0: class 1 of the
+    halfspace on both sampling paths (generator and seeded streams)."""
+    noise = create_noise("gaussian", sigma=1.0)
+    one_sided = noise._sample_std
+    monkeypatch.setattr(noise, "_sample_std", lambda *args: one_sided(*args).abs() + 1e-3)
+    g = SmoothedClassifier(Halfspace(), noise, 2, batch_size=64)
+    x = torch.zeros(2, 4)
+    for counts in (
+        g.counts(x, 200, torch.Generator().manual_seed(0)),
+        g.counts(x, 200, seeds=[sample_seed(0, 0), sample_seed(0, 1)]),
+    ):
+        assert counts[:, 1].tolist() == [200, 200]

@@ -7,6 +7,7 @@ the construction from `sigma` (the per-coordinate RMS) and sampling by shape or 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -109,6 +110,14 @@ class Noise(ABC):
             "extra": self._identity_extra(),
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+    def with_alpha(self, alpha: float) -> Noise:
+        """The same family and shape at scale `alpha`. Every radius is linear in the scale
+        (R(c X) = c R(X): the likelihood ratio of a shift delta under c X is that of delta / c
+        under X), so caches hold the alpha = 1 law and multiply."""
+        out = copy.copy(self)  # a family's state beyond alpha is in standard units
+        out.alpha = check_positive("alpha", alpha)
+        return out
 
     def _identity_extra(self) -> str:
         """What defines the law beyond `params()` (empty for the closed-form families)."""

@@ -680,9 +680,33 @@ BOUNDS_VERSION = "bounds-2"  # bump when a bound's numerics change: it invalidat
 _PROVEN = BoundedLRU(max_items=32, max_bytes=64 * 2**20)
 
 
-def proven_radius(noise: Noise, dim: int) -> ProvenRadius:
-    """A cached ProvenRadius per (law, d): the score law costs ~1 s to tabulate."""
-    return _PROVEN.get_or_create((noise.identity(), int(dim)), lambda: ProvenRadius(noise, dim))
+class ScaledProvenRadius:
+    """The ProvenRadius of the alpha = 1 law, answering for scale `alpha`: every bound above
+    is linear in the scale (the score scales as 1/alpha, the Fisher information as 1/alpha^2,
+    a Renyi divergence of a shift delta is that of delta / alpha), so R(alpha X) = alpha R(X).
+    """
+
+    def __init__(self, unit: ProvenRadius, alpha: float) -> None:
+        self.unit, self.alpha = unit, float(alpha)
+        self.dim, self.notes = unit.dim, unit.notes
+
+    def radii(self, p_a, p_b, norms) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """As `ProvenRadius.radii`, times alpha."""
+        found = self.unit.radii(p_a, p_b, norms)
+        return {p: (self.alpha * r, name) for p, (r, name) in found.items()}
+
+    def bound_names(self, norms) -> dict[float, str]:
+        """As `ProvenRadius.bound_names` (names do not depend on the scale)."""
+        return self.unit.bound_names(norms)
+
+
+def proven_radius(noise: Noise, dim: int) -> ScaledProvenRadius:
+    """A cached ProvenRadius per (law at alpha = 1, d), scaled to the noise's alpha: the score
+    law costs ~1 s to tabulate, and a sweep over sigma needs it once."""
+    unit = noise.with_alpha(1.0)
+    key = (unit.identity(), int(dim))
+    base = _PROVEN.get_or_create(key, lambda: ProvenRadius(unit, dim))
+    return ScaledProvenRadius(base, noise.alpha)
 
 
 TIGHT_RTOL = 2e-3  # proven within this of the family value: `tight` (the family is exact there)

@@ -257,17 +257,23 @@ class RadiusCurve:
         if grid[0] <= 0.5 or grid[-1] >= 1:
             raise ValueError(f"p_grid must lie in (1/2, 1), got [{grid[0]}, {grid[-1]}]")
         self.p_grid = grid
+        # Every radius is linear in the noise's scale: one cached curve of the alpha = 1 law
+        # serves every sigma (a C-OPT sweep over sigma, I-OPT's sigma steps), times alpha.
+        self._unit = noise.with_alpha(1.0)
         if cache_dir is True:
             cache_dir = os.environ.get("UNICR_CACHE", Path.home() / ".cache" / "unicr-pl")
         self._key = self.key()
         self.cache_path = Path(cache_dir) / f"curve-{self._key[:32]}.npz" if cache_dir else None
-        self.radii = self._load() or self._build()
+        unit = self._load() or self._build()
+        self.radii = _frozen({p: noise.alpha * r for p, r in unit.items()})
+        self.proven = _frozen({p: noise.alpha * r for p, r in self.proven.items()})
 
     def key(self) -> str:
-        """Hash of everything the curve depends on: the law's identity (`Noise.identity`, a
-        content hash, never its name), d, the norms, the p_A grid and the code version."""
+        """Hash of everything the curve depends on: the identity of the law at alpha = 1
+        (`Noise.identity`, a content hash, never its name), d, the norms, the p_A grid and the
+        code version. The scale is applied after the look-up (`Noise.with_alpha`)."""
         spec = {
-            "noise": self.noise.identity(),
+            "noise": self._unit.identity(),
             "dim": self.dim,
             "norms": [str(p) for p in self.norms],
             "p_grid": hashlib.sha256(self.p_grid.tobytes()).hexdigest(),
@@ -292,8 +298,8 @@ class RadiusCurve:
         return radii
 
     def _build(self) -> dict[float, np.ndarray]:
-        radii = compute_curve(self.noise, self.dim, self.norms, self.p_grid)
-        self.proven = proven_curve(self.noise, self.dim, self.p_grid, radii)
+        radii = compute_curve(self._unit, self.dim, self.norms, self.p_grid)
+        self.proven = proven_curve(self._unit, self.dim, self.p_grid, radii)
         if self.cache_path is not None:
             arrays = {f"r_{p}": r for p, r in radii.items()}
             arrays.update({f"proven_{p}": r for p, r in self.proven.items()})
@@ -317,7 +323,7 @@ class RadiusCurve:
     def bound(self, norm: float | str = 2) -> str:
         """Name(s) of the theorem(s) behind `radius` for this norm."""
         p = check_norm(norm)
-        return proven_radius(self.noise, self.dim).bound_names([p])[p]
+        return proven_radius(self._unit, self.dim).bound_names([p])[p]
 
     def _look_up(self, table: dict, p_a, norm) -> np.ndarray:
         p = check_norm(norm)
