@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unicr_pl import copt
+from unicr_pl.results import write_callback_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
@@ -106,16 +107,40 @@ def test_local_runner_end_to_end(tmp_path, monkeypatch):
         "--trainer.logger=false",
         "--certification.max_samples=30",
         "--certification.n=100",
+        "--certification.norms=[2]",  # one norm: each new beta costs one curve per norm set
     ]
     out = tmp_path / "copt"
     assert copt.main([str(sweep), "--out", str(out), *extra]) == 0
     assert len(list(out.glob("*/DONE"))) == 4
     with open(out / "copt_table.csv") as fh:
         rows = list(csv.reader(fh))
-    proven = ["R_score_l1", "R_score_l2", "R_score_linf"]
-    assert rows[0] == ["beta", "runs", *proven, *[c.replace("_l", "_family_l") for c in proven]]
+    assert rows[0] == ["beta", "runs", "R_score_l2", "R_score_family_l2"]
     assert [r[0] for r in rows[1:]] == ["1.0", "2.0"] and all(r[1] == "2" for r in rows[1:])
     assert all(float(v) >= 0 for r in rows[1:] for v in r[2:])
     mtimes = {p: os.path.getmtime(p) for p in out.glob("*/train.log")}
     assert copt.main([str(sweep), "--out", str(out), *extra]) == 0  # all points are skipped
     assert mtimes == {p: os.path.getmtime(p) for p in out.glob("*/train.log")}
+
+
+def test_table_rows_per_beta_proven_columns_first(tmp_path):
+    """copt.table in this process: one row per beta over its sigma runs, the proven scores (l1,
+    l2, linf) before the family ones, each the area under the max certified-accuracy curve."""
+    cfg = {"parameters": {"beta": {"values": [1.0, 2.0]}, "sigma": {"values": [0.25, 0.5]}}}
+    labels = ["l1", "l2", "linf", "family_l1", "family_l2", "family_linf"]
+    points = []
+    for beta in (1.0, 2.0):
+        for sigma in (0.25, 0.5):
+            run_dir = tmp_path / f"beta{beta}-sigma{sigma}"
+            (run_dir / "run").mkdir(parents=True)  # train.py's own folder under the point's
+            columns = {"idx": [0, 1], "correct": [1, 1]}
+            for i, label in enumerate(labels):
+                columns[f"radius_{label}"] = [beta * sigma * (i + 1), 0.0]
+            write_callback_samples(run_dir / "run", 0, columns)
+            points.append(({"beta": beta, "sigma": sigma}, run_dir))
+    header, rows = copt.table(cfg, points)
+    assert header == ["beta", "runs", *[f"R_score_{n}" for n in labels]]
+    assert [r[:2] for r in rows] == [[1.0, 2], [2.0, 2]]
+    for beta, row in zip((1.0, 2.0), rows, strict=True):
+        # The sigma = 0.5 run dominates: half the samples certified up to beta * 0.5 * (i + 1).
+        expected = [0.5 * beta * 0.5 * (i + 1) for i in range(6)]
+        assert row[2:] == pytest.approx(expected, rel=1e-9)

@@ -50,7 +50,7 @@ class CertificationCallback(L.Callback):
         n0: int = 50,
         n: int = 500,
         alpha0: float = 0.001,
-        norms: list[str] | None = None,
+        norms: list[str | float] | None = None,
         radii: list[float] | None = None,
         batch_size: int = 2000,
         seed: int = 0,
