@@ -1,13 +1,18 @@
 """Result TSVs: Cohen's columns, flushing, resume, refusing to mix settings."""
 
+import errno
 import json
 import os
 import re
+import subprocess
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import unicr_pl
+import unicr_pl.results as results_module
 from unicr_pl.results import (
     FileLock,
     HistoryWriter,
@@ -123,11 +128,15 @@ def test_read_results_names_the_bad_line(tmp_path):
         "": "is empty (line 1)",
         "a\tb\n1\t2\n": "not a certification TSV",
     }
+    cases[head.replace("time", "radius_l2") + "0\t1\t1\t0.5\t1\tx\n"] = (
+        "line 2 has a non-numeric idx or radius"  # every radius_* column is checked
+    )
     path = tmp_path / "r.tsv"
     for text, message in cases.items():
         path.write_text(text)
-        with pytest.raises(ValueError, match=re.escape(message)):
+        with pytest.raises(ValueError, match=re.escape(message)) as err:
             read_results(path)
+        assert str(path) in str(err.value)  # the message names the file
     path.write_bytes(head.encode() + b"\xff\xfe\n")
     with pytest.raises(ValueError, match="line 2 is not text"):
         read_results(path)
@@ -135,6 +144,10 @@ def test_read_results_names_the_bad_line(tmp_path):
     assert read_results(path, allow_empty=True) == []
     path.write_text(head + "0\t1\t1\t0.5\tTrue\t0\n1\t1\t0\t0\tfalse\t0\n")
     assert radius_and_correct(read_results(path), None) == ([0.5, 0.0], [True, False])
+    path.write_text(head + "0\t1\t1\t0.5\ttrue\t0\n1\t1\t0\t0\tFalse\t0\n")
+    assert radius_and_correct(read_results(path), None) == ([0.5, 0.0], [True, False])
+    path.write_text("radius\tcorrect\n0.25\t1\n")  # the two columns a reader needs suffice
+    assert read_results(path) == [{"radius": "0.25", "correct": "1"}]
     with pytest.raises(ValueError, match="is a directory"):
         read_results(tmp_path)
 
@@ -248,8 +261,12 @@ def test_history_keeps_the_last_line_of_each_written_row(tmp_path):
 
 
 def test_describe_manifest_is_compact(tmp_path):
-    assert _compact([0, 5, 10, 15]) == "4 samples, 0 to 15 step 5"
+    assert _compact([3, 5, 7, 9]) == "4 samples, 3 to 9 step 2"
+    assert _compact([0, 5, 10]) == "3 samples, 0 to 10 step 5"
     assert _compact([1, 2]) == "2 samples: 1, 2"
+    assert _compact(list(range(10))[::-1][:9] + [42]) == (
+        "10 samples: 9, 8, 7, 6, 5, 4, 3, 2, 1, 42"  # ten shown in full, no ellipsis
+    )
     assert _compact(list(range(0, 24, 2)) + [99]) == (
         "13 samples: 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, ..."
     )
@@ -293,3 +310,109 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 def test_code_version_starts_with_the_package_version():
     version = code_version()
     assert version == unicr_pl.__version__ or version.startswith(unicr_pl.__version__ + "+")
+
+
+def test_a_second_writer_is_refused_unless_told_the_lock_is_held(tmp_path):
+    path = tmp_path / "deep" / "er" / "r.tsv"  # missing folders are made
+    first = ResultWriter(path, [2.0], {})
+    with pytest.raises(ValueError, match="being written by another process"):
+        ResultWriter(path, [2.0], {})
+    first.write(row(3))
+    assert first.done == {3}
+    first.close()
+    with FileLock(path):  # a caller that holds the lock itself (a sharded run's launcher)
+        ResultWriter(path, [2.0], {}, lock=False).close()
+    with pytest.raises(ValueError, match="is a directory; give a result file name"):
+        ResultWriter(tmp_path, [2.0], {})
+
+
+def test_resume_refuses_an_added_or_dropped_setting(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {"n": 10})
+    w.write(row(0))
+    w.close()
+    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+        ResultWriter(path, [2.0], {"n": 10, "seed": 1})
+    with pytest.raises(ValueError, match="other settings \\(n\\)"):
+        ResultWriter(path, [2.0], {})
+
+
+def test_a_failed_write_names_the_file(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {})
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    w._fh.flush = full
+    with pytest.raises(OSError) as err:
+        w.write(row(0))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert err.value.strerror == "No space left on device"
+    w._fh = open(os.devnull, "w")  # noqa: SIM115 (closed by close())
+    w.close()
+
+
+def test_file_lock_waits_for_its_holder_when_asked(tmp_path):
+    target = tmp_path / "r.tsv"
+    holder = FileLock(target).acquire()
+    threading.Timer(0.3, holder.release).start()
+    waited = FileLock(target).acquire(wait=True)  # returns once the holder is done
+    assert lock_path(target).read_text() == f"{os.getpid()}\n"
+    waited.release()
+
+
+def test_finalize_waits_for_a_rank_still_writing_and_refuses_a_held_file(tmp_path):
+    path = tmp_path / "r.tsv"
+    ResultWriter(path, NORMS, {}).close()  # the launcher's file, then a rank's shard
+    w = ResultWriter(shard_path(path, 0), NORMS, {})
+    w.write(row(0))
+    threading.Timer(0.3, w.close).start()  # the rank finishes a moment later
+    assert finalize(path) == 1
+    with FileLock(path), pytest.raises(ValueError, match="being written by another process"):
+        finalize(path)
+
+
+def test_finalize_leaves_an_ordered_file_alone_and_refuses_other_columns(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, NORMS, {})
+    for i in (5, 6):  # idx and label differ: the order is read from idx
+        w.write({**row(i), "label": 9 - i})
+    w.close()
+    inode = path.stat().st_ino
+    assert finalize(path) == 2 and path.stat().st_ino == inode  # not rewritten
+    ResultWriter(shard_path(path, 0), [2.0], {}).close()
+    with pytest.raises(ValueError, match="has other columns than"):
+        finalize(path)
+
+
+def test_code_version_is_the_version_the_commit_and_dirty(monkeypatch):
+    calls, codes = [], {}
+
+    def git(args, cwd=None, capture_output=False, text=False):
+        calls.append((args, cwd, capture_output))
+        if args[1] == "rev-parse":
+            assert text
+            return subprocess.CompletedProcess(args, codes["rev"], stdout="0123456789ab\n")
+        return subprocess.CompletedProcess(args, codes["dirty"])
+
+    monkeypatch.setattr(results_module.subprocess, "run", git)
+    version = unicr_pl.__version__
+    root = Path(results_module.__file__).resolve().parents[1]
+    for rev_code, dirty_code, expected in (
+        (0, 0, f"{version}+0123456789ab"),
+        (0, 1, f"{version}+0123456789ab.dirty"),
+        (128, 0, version),  # not a git checkout
+    ):
+        calls.clear()
+        codes.update(rev=rev_code, dirty=dirty_code)
+        assert code_version() == expected
+        assert calls[0] == (["git", "rev-parse", "--short=12", "HEAD"], root, True)
+        if rev_code == 0:
+            assert calls[1] == (["git", "diff", "--quiet", "HEAD", "--", "unicr_pl"], root, True)
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(results_module.subprocess, "run", no_git)
+    assert code_version() == version

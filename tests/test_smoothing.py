@@ -12,7 +12,9 @@ from unicr_pl.noises import create_noise
 from unicr_pl.radius import closed_forms as cf
 from unicr_pl.smoothing import (
     ABSTAIN,
+    PRECISIONS,
     SmoothedClassifier,
+    check_counts_args,
     clopper_pearson_lower,
     clopper_pearson_upper,
     pack_passes,
@@ -274,8 +276,8 @@ def test_one_non_finite_logit_among_all_draws_is_caught():
             return out
 
     g = SmoothedClassifier(OnceNaN(), create_noise("gaussian", sigma=0.1), 2, batch_size=100)
-    with pytest.raises(ValueError, match="NaN or inf logits for sample 0"):
-        g.counts(torch.zeros(1, 1), 1000, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="NaN or inf logits for sample 5"):  # 0 + first_index
+        g.counts(torch.zeros(2, 1), 1000, torch.Generator().manual_seed(0), first_index=5)
 
 
 def test_noise_is_added_to_the_input_not_subtracted(monkeypatch):
@@ -291,3 +293,32 @@ def test_noise_is_added_to_the_input_not_subtracted(monkeypatch):
         g.counts(x, 200, seeds=[sample_seed(0, 0), sample_seed(0, 1)]),
     ):
         assert counts[:, 1].tolist() == [200, 200]
+
+
+def test_the_smallest_valid_settings_are_accepted_and_the_rest_named():
+    check_counts_args(n0=1, n=1, alpha0=0.5)
+    g = SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2, batch_size=1)
+    assert g.counts(torch.ones(1, 4), 3, torch.Generator().manual_seed(0)).sum() == 3
+    with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
+        SmoothedClassifier(Halfspace(), create_noise("gaussian"), 1)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2, batch_size=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_runs_the_base_classifier_in_that_dtype(precision):
+    seen = []
+
+    class Linear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out = self.fc(x)
+            seen.append(out.dtype)
+            return out
+
+    g = SmoothedClassifier(Linear(), create_noise("gaussian"), 2, precision=precision)
+    g.counts(torch.ones(1, 4), 10, torch.Generator().manual_seed(0))
+    assert set(seen) == {PRECISIONS[precision]}
