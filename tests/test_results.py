@@ -1,6 +1,7 @@
 """Result TSVs: Cohen's columns, flushing, resume, refusing to mix settings."""
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -202,8 +203,12 @@ def test_file_lock_names_the_holder_and_dies_with_release(tmp_path):
     first = FileLock(target).acquire()
     assert lock_path(target).read_text() == f"{os.getpid()}\n"
     first.note("123 456")
-    with pytest.raises(ValueError, match=r"being written by another process \(pid 123 456\)"):
+    with pytest.raises(ValueError) as err:
         FileLock(target).acquire()
+    assert str(err.value) == (
+        f"{target} is being written by another process (pid 123 456); "
+        "wait for it to finish or stop it"
+    )
     first.release()
     assert not lock_path(target).exists()
     with FileLock(target) as again:
@@ -416,3 +421,81 @@ def test_code_version_is_the_version_the_commit_and_dirty(monkeypatch):
 
     monkeypatch.setattr(results_module.subprocess, "run", no_git)
     assert code_version() == version
+
+
+def test_file_names_and_the_manifest_format(tmp_path):
+    assert manifest_path("a/r.tsv") == Path("a/r.tsv.settings.json")
+    assert lock_path("a/r.tsv") == Path("a/r.tsv.lock")
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {"root": Path("/data"), "n": 3}, manifest={"indices": [1]})
+    w.write(row(1))
+    w.close()
+    expected = {"indices": [1], "n": 3, "root": "/data"}  # paths and the like as text
+    assert manifest_path(path).read_text() == json.dumps(expected, indent=1, sort_keys=True) + "\n"
+    ResultWriter(path, [2.0], {"root": Path("/data"), "n": 3}).close()  # the same settings
+    assert b"\r" not in path.read_bytes()  # Unix line ends, as Cohen's files
+    w = ResultWriter(shard_path(path, 0), [2.0], {})
+    w.write(row(0))
+    w.close()
+    finalize(path)
+    assert b"\r" not in path.read_bytes()
+
+
+def test_a_lock_is_reusable_and_its_release_tolerates_a_removed_file(tmp_path):
+    target = tmp_path / "r.tsv"
+    lock = FileLock(target).acquire()
+    lock.release()
+    lock.acquire()  # the same object locks again
+    with pytest.raises(ValueError, match="being written by another process"):
+        FileLock(target).acquire()
+    lock_path(target).unlink()  # removed behind its back
+    lock.release()
+    fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a holder that never wrote its pid
+    try:
+        with pytest.raises(ValueError, match=r"\(pid unknown\)"):
+            FileLock(target).acquire()
+    finally:
+        os.close(fd)
+
+
+def test_resume_refuses_a_file_without_a_usable_manifest(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {"n": 1})
+    w.write(row(0))
+    w.close()
+    for corrupt in ("[1]", "{"):  # not an object, not JSON: a one-line refusal
+        manifest_path(path).write_text(corrupt)
+        with pytest.raises(ValueError, match="other settings"):
+            ResultWriter(path, [2.0], {"n": 1})
+    manifest_path(path).unlink()
+    with pytest.raises(ValueError, match="other settings"):
+        ResultWriter(path, [2.0], {"n": 1})
+
+
+def test_finalize_under_the_callers_lock_and_without_shard_manifests(tmp_path):
+    path = tmp_path / "r.tsv"
+    ResultWriter(path, [2.0], {}).close()
+    w = ResultWriter(shard_path(path, 1), [2.0], {})
+    w.write(row(7))
+    w.close()
+    manifest_path(shard_path(path, 1)).unlink()  # a rank killed before its manifest
+    with FileLock(path):
+        assert finalize(path, lock=False) == 1
+    assert shard_paths(path) == []
+
+
+def test_history_lines_have_sorted_keys_and_errors_name_the_file(tmp_path):
+    path = tmp_path / "r.tsv"
+    h = HistoryWriter(path)
+    h.write({"v": 1, "idx": 0})
+    assert h.path.read_text() == '{"idx": 0, "v": 1}\n'
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    h._fh.flush = full
+    with pytest.raises(OSError) as err:
+        h.write({"idx": 1})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(h.path)
+    assert err.value.strerror == "No space left on device"

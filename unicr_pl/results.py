@@ -354,8 +354,12 @@ class ResultWriter:
     def _resume(self) -> set[int]:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return self._start()
-        old = json.loads(self.settings_path.read_text()) if self.settings_path.exists() else None
-        old = upgrade_manifest(old) if isinstance(old, dict) else old
+        try:
+            exists = self.settings_path.exists()
+            old = json.loads(self.settings_path.read_text()) if exists else None
+        except json.JSONDecodeError:
+            old = None  # a corrupt manifest: the settings are unknown, so resuming is refused
+        old = upgrade_manifest(old) if isinstance(old, dict) else None
         old_settings = {k: v for k, v in (old or {}).items() if k not in DESCRIPTIVE}
         old_settings = {**{k: v for k, v in IMPLIED.items() if k in self.settings}, **old_settings}
         if old is None or old_settings != self.settings:
