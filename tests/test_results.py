@@ -499,3 +499,24 @@ def test_history_lines_have_sorted_keys_and_errors_name_the_file(tmp_path):
         h.write({"idx": 1})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(h.path)
     assert err.value.strerror == "No space left on device"
+
+
+def test_callback_files_edge_cases(tmp_path):
+    remove_callback_table(tmp_path)  # nothing to remove: not an error
+    write_callback_samples(tmp_path, 0, {"idx": [], "correct": [], "radius_l2": []})
+    assert read_callback_radii(tmp_path) == {}  # a rank with no samples
+    with pytest.raises(ValueError):  # columns of unequal length are never written short
+        write_callback_samples(tmp_path, 1, {"idx": [0, 1], "correct": [1], "radius_l2": [0.1]})
+
+
+def test_the_refusal_to_mix_settings_says_what_to_do(tmp_path):
+    path = tmp_path / "r.tsv"
+    w = ResultWriter(path, [2.0], {"n": 1, "seed": 0})
+    w.write(row(0))
+    w.close()
+    with pytest.raises(ValueError) as err:
+        ResultWriter(path, [2.0], {"n": 2, "seed": 1})
+    assert str(err.value) == (
+        f"{path} was written with other settings (n, seed); refusing to mix results: use "
+        "another output path or delete the file"
+    )

@@ -12,6 +12,7 @@ from unicr_pl.noises import create_noise
 from unicr_pl.radius import closed_forms as cf
 from unicr_pl.smoothing import (
     ABSTAIN,
+    DRAW_BLOCK,
     PRECISIONS,
     SmoothedClassifier,
     check_counts_args,
@@ -322,3 +323,43 @@ def test_mixed_precision_runs_the_base_classifier_in_that_dtype(precision):
     g = SmoothedClassifier(Linear(), create_noise("gaussian"), 2, precision=precision)
     g.counts(torch.ones(1, 4), 10, torch.Generator().manual_seed(0))
     assert set(seen) == {PRECISIONS[precision]}
+
+
+def test_seeded_inputs_are_x_plus_the_documented_draws_in_the_input_dtype():
+    """What the base classifier sees on the seeded path: x_i + draws [0, n) of stream i, where
+    block j is DRAW_BLOCK draws from a generator seeded by sample_seed(seed_i, j), in x's dtype
+    (float64 here), across passes that split the blocks (n = 200, batch 48)."""
+    seen = []
+
+    class Record(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(x.shape[0], 2, dtype=x.dtype)
+
+    noise = create_noise("laplace", sigma=1.0)
+    g = SmoothedClassifier(Record(), noise, 2, batch_size=48)
+    x = torch.tensor([[0.0, 1.0], [1000.0, -1.0]], dtype=torch.float64)
+    seeds = [sample_seed(3, 0), sample_seed(3, 1)]
+    g.counts(x, 200, seeds=seeds)
+    rows = torch.cat(seen)
+    assert rows.dtype == torch.float64 and rows.shape == (400, 2)
+    for i in range(2):
+        blocks = [
+            noise.sample(
+                (DRAW_BLOCK, 2),
+                torch.Generator().manual_seed(sample_seed(seeds[i], j)),
+                "cpu",
+                torch.float64,
+            )  # fmt: skip
+            for j in range(2)
+        ]
+        expected = x[i] + torch.cat(blocks)[:200]
+        got = rows[(rows[:, 0] > 500) == bool(i)]
+        key = lambda t: t[torch.argsort(t[:, 0])]  # noqa: E731 (the same order for both)
+        torch.testing.assert_close(key(got), key(expected), rtol=0, atol=0)
+
+
+def test_unknown_precision_lists_the_valid_ones():
+    with pytest.raises(ValueError) as err:
+        SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2, precision="64-true")
+    assert str(err.value) == "precision must be one of 32-true, bf16-mixed, 16-mixed, got '64-true'"
