@@ -520,3 +520,56 @@ def test_the_refusal_to_mix_settings_says_what_to_do(tmp_path):
         f"{path} was written with other settings (n, seed); refusing to mix results: use "
         "another output path or delete the file"
     )
+
+
+def test_resume_starts_afresh_after_a_kill_before_the_header(tmp_path):
+    """A kill between the manifest and a whole header leaves an empty or half-header TSV: the
+    next run starts afresh (an empty one whatever the old manifest says: nothing to mix)."""
+    path = tmp_path / "r.tsv"
+    for partial, settings in ((b"", {"n": 2}), (b"idx\tla", {"n": 1})):
+        path.unlink(missing_ok=True)
+        ResultWriter(path, [2.0], {"n": 1}).close()
+        path.write_bytes(partial)
+        w = ResultWriter(path, [2.0], settings)
+        assert w.done == set()
+        w.close()
+        assert path.read_text().startswith("idx\tlabel\t")
+    manifest_path(path).unlink()
+    path.write_text(path.read_text() + "0\t1\t1\t0.5\t1\t0\t0.9\t0.1\t0.5\n")
+    with pytest.raises(ValueError, match=r"other settings \(unknown\)"):
+        ResultWriter(path, [2.0], {})  # no manifest and no setting to name
+
+
+def test_read_results_messages_name_the_file_and_the_cause(tmp_path, monkeypatch):
+    path = tmp_path / "r.tsv"
+    path.write_bytes(b"idx\tradius\tcorrect\n\xff\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: line 2 is not text")):
+        read_results(path)
+    path.write_text("idx\tradius\tcorrect\n0\t0.5")
+    with pytest.raises(ValueError) as err:
+        read_results(path)
+    assert str(err.value) == (
+        f"{path}: line 2 is cut short (no end of line): the file is truncated or still being "
+        "written"
+    )
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ValueError, match=re.escape(f"cannot read {path}: Permission denied")):
+        read_results(path)
+
+
+def test_manifest_entries_of_any_type_and_compact_long_lists(tmp_path):
+    path = tmp_path / "r.tsv"
+    ResultWriter(path, [2.0], {}, manifest={"ckpt_path": tmp_path / "m.ckpt"}).close()
+    assert read_manifest(path)["ckpt_path"] == str(tmp_path / "m.ckpt")
+    eleven = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15]
+    assert _compact(eleven) == "11 samples: 0, 1, 3, 4, 6, 7, 9, 10, 12, 13, ..."
+
+
+def test_callback_radii_of_one_sample_are_a_boolean_mask(tmp_path):
+    write_callback_samples(tmp_path, 0, {"idx": [4], "correct": [0], "radius_l2": [0.3]})
+    radius, correct = read_callback_radii(tmp_path)["l2"]
+    assert radius.tolist() == [0.3] and correct.dtype == bool and correct.tolist() == [False]
