@@ -264,9 +264,9 @@ class RadiusCurve:
             cache_dir = os.environ.get("UNICR_CACHE", Path.home() / ".cache" / "unicr-pl")
         self._key = self.key()
         self.cache_path = Path(cache_dir) / f"curve-{self._key[:32]}.npz" if cache_dir else None
-        unit = self._load() or self._build()
-        self.radii = _frozen({p: noise.alpha * r for p, r in unit.items()})
-        self.proven = _frozen({p: noise.alpha * r for p, r in self.proven.items()})
+        unit = self._load() or self._build()  # the alpha = 1 law's arrays, as cached
+        self.radii = _frozen({p: noise.alpha * unit[f"r_{p}"] for p in self.norms})
+        self.proven = _frozen({p: noise.alpha * unit[f"proven_{p}"] for p in self.norms})
 
     def key(self) -> str:
         """Hash of everything the curve depends on: the identity of the law at alpha = 1
@@ -283,29 +283,27 @@ class RadiusCurve:
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
-    def _load(self) -> dict[float, np.ndarray] | None:
+    def _load(self) -> dict[str, np.ndarray] | None:
+        """The cached arrays (r_<p>, proven_<p>) of the alpha = 1 law, or None."""
         if self.cache_path is None:
             return None
         data = _CURVES.get(self._key) or _read_checked(self.cache_path, self._key)
-        if data is None:
-            return None
-        try:
-            self.proven = {p: data[f"proven_{p}"] for p in self.norms}
-            radii = {p: data[f"r_{p}"] for p in self.norms}
-        except KeyError:
-            return None  # written by other code: recomputed, never trusted
+        wanted = [f"{kind}_{p}" for kind in ("r", "proven") for p in self.norms]
+        if data is None or any(name not in data for name in wanted):
+            return None  # absent, or written by other code: recomputed, never trusted
         _CURVES.put(self._key, data)
-        return radii
+        return data
 
-    def _build(self) -> dict[float, np.ndarray]:
+    def _build(self) -> dict[str, np.ndarray]:
+        """Computes the alpha = 1 law's arrays and caches them."""
         radii = compute_curve(self._unit, self.dim, self.norms, self.p_grid)
-        self.proven = proven_curve(self._unit, self.dim, self.p_grid, radii)
+        proven = proven_curve(self._unit, self.dim, self.p_grid, radii)
+        arrays = {f"r_{p}": r for p, r in radii.items()}
+        arrays.update({f"proven_{p}": r for p, r in proven.items()})
         if self.cache_path is not None:
-            arrays = {f"r_{p}": r for p, r in radii.items()}
-            arrays.update({f"proven_{p}": r for p, r in self.proven.items()})
             _write_checked(self.cache_path, self._key, arrays)
             _CURVES.put(self._key, _frozen(arrays))
-        return radii
+        return arrays
 
     def radius(self, p_a, norm: float | str = 2) -> np.ndarray:
         """PROVEN certified radius for each p_A (array-like): a sound lower bound over all
