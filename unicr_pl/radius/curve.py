@@ -28,7 +28,7 @@ from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
 from unicr_pl.radius.lattice import _CELLS, _T_MAX
 from unicr_pl.radius.neyman_pearson import boundary_p_a
 
-ENGINE_VERSION = "exact-7"  # bump when the numerics change: it invalidates cached curves
+ENGINE_VERSION = "exact-8"  # bump when the numerics change: it invalidates cached curves
 _A_POINTS = 24
 _MAX_A_POINTS = 160
 _INTERP_RTOL = 2e-4  # refine the a-grid until interpolation is this close (relative)
