@@ -8,6 +8,7 @@ import torch
 from scipy import integrate, stats
 
 from unicr_pl.noises import create_noise, list_noises
+from unicr_pl.noises.families import ExponentialMixture, rejection_sample
 
 N = 200_000
 
@@ -17,8 +18,17 @@ def draws(noise, n=N, seed=0):
     return noise.sample((n,), generator=gen, dtype=torch.float64).numpy()
 
 
+def lapgauss_weight(beta: float) -> float:
+    """Mass of the Laplace term of Table 7's beta exp(-|y|) + (1 - beta) exp(-y^2), by
+    quadrature (independent of the library's closed form)."""
+    lap = integrate.quad(lambda y: beta * math.exp(-abs(y)), -np.inf, np.inf)[0]
+    gauss = integrate.quad(lambda y: (1 - beta) * math.exp(-y * y), -np.inf, np.inf)[0]
+    return lap / (lap + gauss)
+
+
 def mixture_cdf(noise):
-    w, a = noise.weight, noise.alpha
+    w, a = lapgauss_weight(noise.beta), noise.alpha
+    assert math.isclose(noise.weight, w, rel_tol=1e-9)
     return lambda x: (
         w * stats.laplace.cdf(x, scale=a) + (1 - w) * stats.norm.cdf(x, scale=a / math.sqrt(2))
     )
@@ -56,6 +66,8 @@ CASES = [
     ("laplace", {}, lambda n: stats.laplace(scale=n.alpha)),
     ("hypsecant", {}, lambda n: stats.hypsecant(scale=n.alpha)),
     ("gennormal", {"beta": 0.75}, lambda n: stats.gennorm(0.75, scale=n.alpha)),
+    # beta = 1: Gamma(1), where Marsaglia-Tsang's c = 1 / sqrt(9 d) is the smallest valid
+    ("gennormal", {"beta": 1.0}, lambda n: stats.gennorm(1.0, scale=n.alpha)),
     ("gennormal", {"beta": 1.5}, lambda n: stats.gennorm(1.5, scale=n.alpha)),
     ("gennormal", {"beta": 3.0}, lambda n: stats.gennorm(3.0, scale=n.alpha)),
     ("uniform", {}, lambda n: stats.uniform(loc=-n.alpha, scale=2 * n.alpha)),
@@ -109,7 +121,7 @@ def test_laplace_gaussian_mixture(beta):
     x = draws(noise)
     assert stats.kstest(x, mixture_cdf(noise)).pvalue > 1e-3
     assert abs(np.sqrt(np.mean(x**2)) - 1) < 0.02
-    u = np.array([1e-10, 0.01, 0.25, 0.7])
+    u = np.array([1e-10, 0.01, 0.25, 0.45, 0.499, 0.7])
     np.testing.assert_allclose(mixture_cdf(noise)(noise.icdf(u)), u, rtol=1e-8)
 
 
@@ -178,6 +190,7 @@ def test_registry_lists_every_family():
         ("gennormal", {"beta": -1.0}, "beta must be in"),
         ("lapgauss", {"beta": 1.5}, r"beta must be in \[0, 1\]"),
         ("expmix", {"beta": -0.1}, r"beta must be in \[0, 1\]"),
+        ("pareto", {"alpha": 1.0, "beta": 0.0}, "beta must be in"),
         ("custom", {"log_density": "no_such_module:f"}, "cannot import log_density"),
         ("custom", {"log_density": "not a path"}, "module:function"),
     ],
@@ -235,3 +248,143 @@ def test_in_place_log_prob_matches_log_prob(name, params):
     out = noise.log_prob_(buffer)
     assert out.data_ptr() == buffer.data_ptr()  # written in place, not a new tensor
     torch.testing.assert_close(out, expected, rtol=1e-15, atol=0.0, equal_nan=True)
+
+
+# ---- every family: the density of Table 7, seeded draws in the requested precision ----
+
+TABLE7 = {  # unnormalised log-densities of y = x / alpha, from the paper's Table 7
+    "gaussian": lambda y, b: -(y**2),
+    "laplace": lambda y, b: -np.abs(y),
+    "hypsecant": lambda y, b: -np.log(np.cosh(y)),
+    "gennormal": lambda y, b: -(np.abs(y) ** b),
+    "cauchy": lambda y, b: -np.log1p(y**2),
+    "pareto": lambda y, b: -(b + 1) * np.log1p(np.abs(y)),
+    "lapgauss": lambda y, b: np.log(b * np.exp(-np.abs(y)) + (1 - b) * np.exp(-(y**2))),
+    "expmix": lambda y, b: -b * np.abs(y) - (1 - b) * y**2,
+    "uniform": lambda y, b: np.where(np.abs(y) <= 1, 0.0, -np.inf),
+}
+DENSITY_CASES = [
+    ("gaussian", {}),
+    ("laplace", {}),
+    ("hypsecant", {}),
+    ("gennormal", {"beta": 0.5}),
+    ("gennormal", {"beta": 3.0}),
+    ("cauchy", {"alpha": 0.7}),
+    ("pareto", {"alpha": 0.7, "beta": 1.5}),
+    ("lapgauss", {"beta": 0.0}),
+    ("lapgauss", {"beta": 0.3}),
+    ("lapgauss", {"beta": 1.0}),
+    ("expmix", {"beta": 0.0}),
+    ("expmix", {"beta": 0.4}),
+    ("expmix", {"beta": 1.0}),
+    ("uniform", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), DENSITY_CASES)
+def test_log_prob_is_table7_density(name, params):
+    """log_prob(x) = Table 7's log-density of x / alpha plus a constant (the radius engine
+    integrates exactly this function: a wrong sign or weight here is a wrong certificate)."""
+    noise = create_noise(name, **params)
+    y = np.linspace(-6.0, 6.0, 97) + 1e-3  # avoid y = 0 exactly, where every kink sits
+    got = noise.log_prob(torch.from_numpy(y * noise.alpha)).numpy()
+    expected = TABLE7[name](y, params.get("beta", 2.0))
+    finite = np.isfinite(expected)
+    assert np.array_equal(np.isfinite(got), finite)
+    assert np.ptp(got[finite] - expected[finite]) < 1e-9
+
+
+SAMPLER_CASES = [
+    ("gaussian", {}),
+    ("laplace", {}),
+    ("hypsecant", {}),
+    ("gennormal", {"beta": 0.75}),  # Gamma(4/3): Marsaglia-Tsang directly
+    ("gennormal", {"beta": 3.0}),  # Gamma(1/3): boosted by U^(1/a)
+    ("cauchy", {"alpha": 0.7}),
+    ("pareto", {"alpha": 0.7, "beta": 3.0}),
+    ("lapgauss", {"beta": 0.3}),
+    ("expmix", {"beta": 0.4}),  # inverse CDF of the normal tail
+    ("expmix", {"beta": 0.99999}),  # far tail: exact rejection
+    ("expmix", {"beta": 1.0}),  # the Laplace law
+    ("uniform", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), SAMPLER_CASES)
+def test_every_sampler_follows_its_generator_in_the_requested_precision(name, params):
+    """Reproducible per seed (every part of a draw: magnitude, sign, mixture pick, rejection
+    rounds) and made in float64 when float64 is asked for, not rounded from float32 (at alpha
+    = 1: a float32 value times another alpha would not be a float32 any more)."""
+    noise = create_noise(name, **params).with_alpha(1.0)
+
+    def draw(seed: int, dtype: torch.dtype) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return noise.sample((4000,), generator=gen, dtype=dtype)
+
+    a, b, c = draw(0, torch.float64), draw(0, torch.float64), draw(1, torch.float64)
+    assert torch.equal(a, b)
+    assert (a != c).double().mean() > 0.99
+    assert a.dtype == torch.float64 and (a.float().double() != a).double().mean() > 0.9
+    f = draw(0, torch.float32)
+    assert f.dtype == torch.float32 and torch.equal(f, draw(0, torch.float32))
+
+
+def test_icdf_of_cauchy_and_pareto_against_scipy():
+    u = np.array([1e-12, 1e-4, 0.3, 0.5, 0.9, 1 - 1e-9])
+    cauchy = create_noise("cauchy", alpha=0.7)
+    np.testing.assert_allclose(
+        cauchy.icdf(u), stats.cauchy(scale=0.7).ppf(u), rtol=1e-9, atol=1e-12
+    )
+    pareto = create_noise("pareto", alpha=0.7, beta=2.5)
+    # symmetric Lomax: |X| ~ Lomax(beta, 0.7), the sign fair
+    lomax = stats.lomax(2.5, scale=0.7)
+    expected = np.where(u < 0.5, -lomax.isf(2 * u), lomax.isf(2 * (1 - u)))
+    np.testing.assert_allclose(pareto.icdf(u), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_parameters_defaults_and_scale():
+    for name in ("gennormal", "pareto", "lapgauss", "expmix"):
+        noise = create_noise(name, alpha=0.7, beta=0.5)
+        assert noise.params() == {"alpha": 0.7, "beta": 0.5}
+    assert create_noise("gennormal", alpha=0.7).beta == 2.0
+    assert create_noise("pareto", alpha=0.7).beta == 3.0
+    assert create_noise("lapgauss", sigma=0.7).beta == create_noise("expmix", sigma=0.7).beta == 0.5
+    gennormal = create_noise("gennormal", alpha=0.7, beta=1.5)
+    assert gennormal.alpha == 0.7
+    for name in ("gennormal", "lapgauss", "expmix"):
+        assert math.isclose(create_noise(name, sigma=0.7, beta=0.5).sigma, 0.7, rel_tol=1e-12)
+    # Pareto's RMS: |y| is Lomax(beta), E y^2 = 2 / ((beta - 1)(beta - 2)); sigma sets alpha.
+    pareto = create_noise("pareto", sigma=1.3, beta=4.0)
+    assert math.isclose(pareto.sigma, 1.3, rel_tol=1e-12)
+    assert math.isclose(pareto.alpha, 1.3 / math.sqrt(2 / (3 * 2)), rel_tol=1e-12)
+
+
+def test_far_tail_sampler_is_the_truncated_normal():
+    """Robert's exponential proposal with rate z0 and acceptance exp(-(z - z0)^2 / 2) gives
+    z ~ N(0, 1) conditioned on z >= z0 for any z0 > 0; at z0 = 1.5 a wrong acceptance shows."""
+    z0 = 1.5
+    gen = torch.Generator().manual_seed(0)
+    z = ExponentialMixture._far_tail((100_000,), z0, "cpu", torch.float64, gen).numpy()
+    assert z.min() >= z0
+    again = torch.Generator().manual_seed(0)  # both the proposal and the acceptance are seeded
+    assert np.array_equal(
+        z, ExponentialMixture._far_tail((100_000,), z0, "cpu", torch.float64, again).numpy()
+    )
+    tail = stats.norm.sf(z0)
+    assert stats.kstest(z, lambda x: 1 - stats.norm.sf(x) / tail).pvalue > 1e-3
+
+
+def test_rejection_sample_refills_every_rejected_slot():
+    calls = []
+
+    def propose(m: int):
+        calls.append(m)
+        values = torch.full((m,), float(len(calls)), dtype=torch.float64)
+        ok = torch.ones(m, dtype=torch.bool)
+        if len(calls) <= 2:
+            ok[0] = False  # the first slot is rejected in rounds 1 and 2
+        return values, ok
+
+    out = rejection_sample((2, 4), propose, "cpu", torch.float64)
+    assert calls == [8, 1, 1]
+    assert out.shape == (2, 4) and out.flatten()[0] == 3.0 and torch.all(out.flatten()[1:] == 1.0)
