@@ -1,14 +1,20 @@
 """Test-session set-up: share the machine's cores between pytest-xdist workers.
 
-`pytest` runs the files on every core at once (`-n auto --dist loadfile` in pyproject.toml: a
-file's module fixtures, such as a trained checkpoint, are built once, on one worker). Each
-worker, and every process it starts, then takes its share of the cores rather than all of them,
-so that two workers on two cores do not run four busy threads.
+`pytest` runs the tests on every core at once (`-n auto --dist worksteal` in pyproject.toml: an
+idle worker takes queued tests from a busy one, so a file's module fixture, such as a trained
+checkpoint, may be built once per worker). Each worker, and every process it starts, then takes
+its share of the cores rather than all of them, so that two workers on two cores do not run four
+busy threads.
 """
 
 import os
 
+import lightning.pytorch  # noqa: F401
 import torch
+
+# Lightning gives its logger a handler on the sys.stderr of the moment it is first imported.
+# Imported here, that is the real stream; imported inside a test that calls a command's `main`,
+# it would be that test's capture, closed afterwards ("--- Logging error ---" in later tests).
 
 
 def pytest_configure(config):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -49,9 +50,8 @@ def ckpt(tmp_path_factory):
     return str(next(root.rglob("*.ckpt")))
 
 
-def certify(ckpt, out, *extra):
-    return sh(
-        "certify.py",
+def certify_args(ckpt, out, *extra) -> list[str]:
+    return [
         "certify",
         "--ckpt",
         ckpt,
@@ -66,11 +66,25 @@ def certify(ckpt, out, *extra):
         "--trainer.enable_progress_bar",
         "false",
         *extra,
-    )
+    ]
 
 
-def test_gaussian_radii_and_clopper_pearson(ckpt, tmp_path):
-    out = certify(ckpt, tmp_path / "r.tsv", "--max", "20", "--norms", "1", "2", "inf")
+def certify(ckpt, out, *extra):
+    """Through the real entry point, in a new process (DDP; the entry point itself)."""
+    return sh("certify.py", *certify_args(ckpt, out, *extra))
+
+
+def certify_here(capsys, ckpt, out, *extra):
+    """`main` in this process: no interpreter start-up, and mutation testing (which traces
+    in-process calls only) sees the command's code."""
+    capsys.readouterr()
+    code = main(certify_args(ckpt, out, *extra))
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
+def test_gaussian_radii_and_clopper_pearson(ckpt, tmp_path, capsys):
+    out = certify_here(capsys, ckpt, tmp_path / "r.tsv", "--max", "20", "--norms", "1", "2", "inf")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "20 samples | certified accuracy" in out.stdout
     rows = read_results(tmp_path / "r.tsv")
@@ -88,27 +102,29 @@ def test_gaussian_radii_and_clopper_pearson(ckpt, tmp_path):
         assert r["radius"] == r["radius_l1"]
 
 
-def test_resume_and_refuse_other_settings(ckpt, tmp_path):
+def test_resume_and_refuse_other_settings(ckpt, tmp_path, capsys):
     path = tmp_path / "r.tsv"
-    assert certify(ckpt, path, "--max", "5").returncode == 0
+    assert certify_here(capsys, ckpt, path, "--max", "5").returncode == 0
     first = path.read_text().splitlines()
-    again = certify(ckpt, path, "--max", "8")
+    again = certify_here(capsys, ckpt, path, "--max", "8")
     assert again.returncode == 0 and "certifying 3 of 8 samples (5 done)" in again.stdout
     lines = path.read_text().splitlines()
     assert lines[:6] == first and len(lines) == 9
-    refused = sh("certify.py", "certify", "--ckpt", ckpt, "--n", "700", "--out", str(path))
-    assert refused.returncode == 2 and "other settings (alpha0, n, n0)" in refused.stderr
+    refused = main(["certify", "--ckpt", ckpt, "--n", "700", "--out", str(path)])
+    assert refused == 2 and "other settings (alpha0, n, n0)" in capsys.readouterr().err
 
 
-def test_other_family_keeps_the_training_rms(ckpt, tmp_path):
-    out = certify(ckpt, tmp_path / "lap2.tsv", "--max", "1", "--noise", "laplace")
+def test_other_family_keeps_the_training_rms(ckpt, tmp_path, capsys):
+    out = certify_here(capsys, ckpt, tmp_path / "lap2.tsv", "--max", "1", "--noise", "laplace")
     assert out.returncode == 0, out.stderr[-2000:]
     # Laplace at RMS 0.5 (the training sigma) has alpha = 0.5 / sqrt(2) = 0.353553.
     assert "laplace(alpha=0.353553)" in out.stdout
 
 
-def test_other_noise_is_allowed_and_said(ckpt, tmp_path):
-    out = certify(ckpt, tmp_path / "lap.tsv", "--max", "3", "--noise", "laplace", "--sigma", "0.5")
+def test_other_noise_is_allowed_and_said(ckpt, tmp_path, capsys):
+    out = certify_here(
+        capsys, ckpt, tmp_path / "lap.tsv", "--max", "3", "--noise", "laplace", "--sigma", "0.5"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "certifying under laplace" in out.stdout and "trained under gaussian" in out.stdout
 
@@ -156,8 +172,9 @@ def test_bad_input_fails_before_work(ckpt, tmp_path, capsys):
     assert "Traceback" not in out.stderr
 
 
-def test_iopt_writes_the_chosen_noise(ckpt, tmp_path):
-    out = certify(
+def test_iopt_writes_the_chosen_noise(ckpt, tmp_path, capsys):
+    out = certify_here(
+        capsys,
         ckpt,
         tmp_path / "io.tsv",
         "--max",
@@ -228,13 +245,13 @@ def test_standard_classifier_through_iopt(tmp_path):
     assert len(read_results(tmp_path / "t8.tsv")) == 2
 
 
-def test_resume_certifies_exactly_the_missing_indices(ckpt, tmp_path):
+def test_resume_certifies_exactly_the_missing_indices(ckpt, tmp_path, capsys):
     path = tmp_path / "gaps.tsv"
-    assert certify(ckpt, path, "--max", "6").returncode == 0
+    assert certify_here(capsys, ckpt, path, "--max", "6").returncode == 0
     header, *rows = path.read_text().splitlines()
     kept = [r for r in rows if r.split("\t")[0] not in ("2", "4")]  # finished: 0, 1, 3, 5
     path.write_text("\n".join([header, *kept]) + "\n")
-    again = certify(ckpt, path, "--max", "8")
+    again = certify_here(capsys, ckpt, path, "--max", "8")
     assert again.returncode == 0 and "certifying 4 of 8 samples (4 done)" in again.stdout
     assert sorted(int(r["idx"]) for r in read_results(path)) == list(range(8))
     assert set(kept) <= set(path.read_text().splitlines())  # finished rows are kept as they were
