@@ -136,3 +136,76 @@ def test_refine_is_for_the_exact_method_only():
     noise = create_noise("gaussian", sigma=1.0)
     with pytest.raises(ValueError, match="refine applies to method 'exact'"):
         certified_radii(noise, 0.9, dim=16, method="pso", refine=True)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("seed", [None, 7])
+def test_refine_measures_the_swarm_against_its_starts_on_fresh_draws(monkeypatch, symmetric, seed):
+    """`refine` scales the exact radius by cost(swarm's direction) / min cost(starts), both
+    measured at unit l_p norm on fresh draws (seed + 1_000_003) that the search never saw; the
+    swarm starts at the worst structured direction, both signs for asymmetric noise."""
+    import unicr_pl.radius.api as api
+
+    if symmetric:
+        noise = create_noise("laplace", sigma=1.0)
+    else:  # Gumbel-shaped: skewed
+        noise = create_noise("custom", log_density=lambda y: -(y + torch.exp(-y)), alpha=1.0)
+    dim, p, cfg = 6, 1.0, PSOConfig(n=300, particles=2, iterations=1)
+    exact = certified_radii(noise, 0.9, norms=(p,), dim=dim)[0]
+    k = exact.details["worst_k"]
+    calls = {}
+    found_direction = torch.tensor([3.0, -1.0, 0.0, 0.0, 2.0, 0.0], dtype=torch.float64)
+
+    def fake_pso(noise_, p_a, p_b, p_, dim_, cfg_, seed, device, start):
+        calls["pso"] = (cfg_, seed, device, start)
+        return {"direction": found_direction, "radius": 1.0}
+
+    def fake_costs(noise_, fresh, candidates, p_a, p_b, rtol):
+        calls["costs"] = (fresh, candidates)
+        return torch.tensor([0.25] + [0.5, 0.4][: len(candidates) - 1], dtype=torch.float64)
+
+    monkeypatch.setattr(api, "pso_radius", fake_pso)
+    monkeypatch.setattr(api, "direction_radii", fake_costs)
+    (res,) = certified_radii(
+        noise, 0.9, norms=(p,), dim=dim, refine=True, pso=cfg, seed=seed, device="cpu"
+    )
+    used_seed = 0 if seed is None else seed
+    v = torch.zeros(dim, dtype=torch.float64)
+    v[:k] = 1.0
+    starts = v[None] if symmetric else torch.stack([v, -v])
+    assert calls["pso"][0] == cfg and calls["pso"][1] == used_seed and calls["pso"][2] == "cpu"
+    assert torch.equal(calls["pso"][3], starts)
+    fresh, candidates = calls["costs"]
+    assert torch.equal(fresh, draw_noise(noise, cfg.n, dim, used_seed + 1_000_003, "cpu"))
+    expected = torch.cat([found_direction[None], starts])
+    expected = expected / expected.abs().sum(dim=1, keepdim=True)  # unit l1 norm, row by row
+    assert torch.allclose(candidates, expected, rtol=0, atol=1e-15)
+    gain = 0.25 / (0.5 if symmetric else 0.4)
+    assert res.details == {"worst_k": k, "pso_gain": gain, "samples": 300, "seed": used_seed}
+    assert res.radius_family == pytest.approx(exact.radius_family * gain, rel=1e-12)
+
+
+@pytest.mark.parametrize("start_cost", [0.0, math.inf])
+def test_refine_keeps_the_exact_radius_when_the_start_cannot_be_measured(monkeypatch, start_cost):
+    import unicr_pl.radius.api as api
+
+    noise = create_noise("laplace", sigma=1.0)
+    exact = certified_radii(noise, 0.9, norms=(2,), dim=4)[0]
+    monkeypatch.setattr(
+        api, "pso_radius", lambda *a, **kw: {"direction": torch.ones(4, dtype=torch.float64)}
+    )
+    monkeypatch.setattr(
+        api,
+        "direction_radii",
+        lambda *a, **kw: torch.tensor([0.1, start_cost], dtype=torch.float64),
+    )
+    (res,) = certified_radii(noise, 0.9, norms=(2,), dim=4, refine=True, pso=PSOConfig(n=50))
+    assert res.details["pso_gain"] == 1.0 and res.radius_family == exact.radius_family
+
+
+def test_radius_result_json_spells_infinity():
+    (res,) = certified_radii(create_noise("gaussian", sigma=1.0), 0.9, norms=("inf",), dim=4)
+    out = res.to_json()
+    assert out["norm"] == "inf" and isinstance(out["radius"], float)
+    res.radius = math.inf
+    assert res.to_json()["radius"] == "inf"
