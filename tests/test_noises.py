@@ -66,7 +66,8 @@ CASES = [
     ("laplace", {}, lambda n: stats.laplace(scale=n.alpha)),
     ("hypsecant", {}, lambda n: stats.hypsecant(scale=n.alpha)),
     ("gennormal", {"beta": 0.75}, lambda n: stats.gennorm(0.75, scale=n.alpha)),
-    # beta = 1: Gamma(1), where Marsaglia-Tsang's c = 1 / sqrt(9 d) is the smallest valid
+    # beta = 1: Gamma(1), d = 2/3: the one shape here where a Marsaglia-Tsang c below
+    # 1 / sqrt(9 d) (e.g. sqrt(d) / 3) makes the sampler inexact
     ("gennormal", {"beta": 1.0}, lambda n: stats.gennorm(1.0, scale=n.alpha)),
     ("gennormal", {"beta": 1.5}, lambda n: stats.gennorm(1.5, scale=n.alpha)),
     ("gennormal", {"beta": 3.0}, lambda n: stats.gennorm(3.0, scale=n.alpha)),
