@@ -10,7 +10,7 @@ from unicr_pl.noises import create_noise
 from unicr_pl.radius import certified_radii, certified_radius
 from unicr_pl.radius import closed_forms as cf
 from unicr_pl.radius.checks import lp_norm_of_structured
-from unicr_pl.radius.exact import ExactEngine, inside_root, refine_grid
+from unicr_pl.radius.exact import ExactEngine, inside_root, k_grid, refine_grid
 from unicr_pl.radius.neyman_pearson import boundary_gap
 
 P_AS = [0.51, 0.6, 0.75, 0.9, 0.99, 0.999, 0.9999]
@@ -145,13 +145,25 @@ def test_boundary_scale_against_brute_force_monte_carlo(name, params, k):
         ({"p_a": 0.9, "dim": 0}, "dim must be an integer"),
         ({"p_a": 0.9, "dim": 2.5}, "dim must be an integer"),
         ({"p_a": float("nan")}, "finite"),
-        ({"p_a": 0.9, "method": "magic"}, "unknown radius method 'magic'"),
+        ({"p_a": 0.9, "method": "magic"}, "unknown radius method 'magic'; valid: exact, pso$"),
+        ({"p_a": 0.9, "samples": 0}, "samples must be an integer >= 1, got 0"),
+        ({"p_a": 0.9, "samples": 2.5}, "samples must be an integer >= 1, got 2.5"),
+        ({"p_a": 0.9, "noise": "gaussian"}, "noise must be a unicr_pl Noise, got str"),
     ],
 )
 def test_bad_input(kwargs, message):
-    kwargs = {"dim": 10, **kwargs}
+    kwargs = {"dim": 10, "noise": create_noise("gaussian"), **kwargs}
     with pytest.raises(ValueError, match=message):
-        certified_radius(create_noise("gaussian"), **kwargs)
+        certified_radius(**kwargs)
+
+
+def test_one_sample_is_valid_and_the_runner_up_is_passed_on():
+    gaussian = create_noise("gaussian", sigma=1.0)
+    assert certified_radius(gaussian, 0.9, dim=2, method="pso", samples=1) >= 0
+    # p_B = 0.05 < 1 - p_A: a larger radius than the binary case, as Cohen's form says.
+    assert certified_radius(gaussian, 0.9, 0.05, dim=10) == pytest.approx(
+        cf.cohen_l2(1.0, 0.9, 0.05), rel=2e-4
+    )
 
 
 def test_infinite_norm_spelling_and_p_between():
@@ -342,6 +354,68 @@ def test_k_search_finds_the_minimum_over_every_k(name, params):
         assert got == pytest.approx(best, rel=2 * rtol), (p, got, best)
 
 
+def test_k_search_refines_around_the_coarse_minimiser_for_every_norm(monkeypatch):
+    # A made-up a*(k) whose l2 radius R(k) = 1 + ((k - 103) / 100)^2 dips at k = 103, inside
+    # the last coarse interval [64, 120]: the coarse minimiser is k = d = 120, and the refined
+    # grid around it must find the dip, whatever the order of the norms.
+    engine = ExactEngine(create_noise("gaussian", sigma=1.0))
+
+    def fake_scales(ks, p_a, p_b, cache):
+        for k in ks:
+            cache.setdefault(k, (1 + ((k - 103) / 100) ** 2) / math.sqrt(k))
+
+    monkeypatch.setattr(engine, "scales", fake_scales)
+    for norms in ([2.0], [math.inf, 2.0], [math.inf, 1.0, 2.0]):
+        radius, k = engine.radius(0.9, 0.1, norms, 120)[2.0]
+        assert radius == pytest.approx(1.0, rel=1e-12) and k == 103, norms
+
+
+def test_starting_guesses_are_the_normal_approximation():
+    # Only starting points of the root search, but each has a documented value: the Fisher
+    # information of one coordinate, the l2 radius of a normal L split over k coordinates, and
+    # dK/dlog a at that radius, exact for Gaussian noise.
+    from scipy.stats import norm
+
+    fisher = {("gaussian", 0.7): 1 / 0.49, ("laplace", 0.7): 2 / 0.49, ("cauchy", 0.5): 2.0}
+    for (name, scale), want in fisher.items():
+        key = "alpha" if name == "cauchy" else "sigma"
+        engine = ExactEngine(create_noise(name, **{key: scale}))
+        assert engine._fisher_information() == pytest.approx(want, rel=1e-4), name
+    uniform = ExactEngine(create_noise("uniform", sigma=0.7))
+    assert math.isnan(uniform._fisher_information())
+    assert uniform._initial_scale(9, 0.9, 0.1) == pytest.approx(0.7 / 3)  # sigma / sqrt(k)
+    gaussian = ExactEngine(create_noise("gaussian", sigma=0.7))
+    for k, p_a, p_b in [(4, 0.9, 0.1), (9, 0.8, 0.15), (1, 0.99, 0.001)]:
+        r = gaussian._initial_scale(k, p_a, p_b)
+        assert r == pytest.approx(cf.cohen_l2(0.7, p_a, p_b) / math.sqrt(k), rel=1e-6)
+        # K(a) = Phi(z_A - a / sigma) - Phi(z_B + a / sigma) at k = 1, differentiated in log a.
+        t, h = cf.cohen_l2(1.0, p_a, p_b), 1e-5
+        z_a, z_b = norm.ppf(p_a), norm.ppf(p_b)
+
+        def gap(log_a, z_a=z_a, z_b=z_b):
+            return norm.cdf(z_a - math.exp(log_a)) - norm.cdf(z_b + math.exp(log_a))
+
+        slope = (gap(math.log(t) + h) - gap(math.log(t) - h)) / (2 * h)
+        assert gaussian._normal_slope(p_a, p_b) == pytest.approx(slope, rel=1e-6)
+    # p_A = 1, p_B = 0: clipped to 1 - 1e-12 and 1e-12, so finite (z_A + z_B = 0).
+    z = norm.isf(1e-12)
+    assert gaussian._normal_slope(1.0, 0.0) == pytest.approx(-2 * z / math.sqrt(2 * math.pi))
+
+
+def test_engine_gives_zero_when_the_top_class_does_not_lead():
+    engine = ExactEngine(create_noise("laplace", sigma=1.0))
+    for p_a, p_b in [(0.5, 0.5), (0.4, 0.6)]:
+        assert engine.boundary_scale(3, p_a, p_b) == 0.0
+        found = engine.radius(p_a, p_b, [1.0, 2.0, math.inf], 10)
+        assert [r for r, _ in found.values()] == [0.0, 0.0, 0.0]
+
+
+def test_k_grid_is_dense_then_geometric_and_ends_at_d():
+    assert k_grid(100, 2.0, 4) == [1, 2, 3, 4, 8, 16, 32, 64, 100]
+    assert k_grid(3, 2.0, 4) == [1, 2, 3]
+    assert k_grid(3072, 2.0, 4)[-3:] == [1024, 2048, 3072]
+
+
 def test_refine_grid_is_geometric_and_keeps_both_ends():
     assert refine_grid(2048, 3072, 1.1) == [2048, 2253, 2478, 2726, 2998, 3072]
     assert refine_grid(1, 4, 1.1) == [1, 2, 3, 4]  # consecutive where 1.1 is finer than 1
@@ -370,6 +444,48 @@ def test_inside_root_returns_the_inside_end_within_tolerance():
                 lo, _ = inside_root(counted, x0, f(x0), slope, rtol, (1e-12, 1e12))
                 assert f(lo) > 0 and 0 <= 1 / 3 - lo <= rtol / 3, (name, x0, slope, lo)
                 assert len(calls) <= 60, (name, x0, slope, len(calls))
+
+
+def test_inside_root_closes_the_bracket_in_two_evaluations_from_a_good_start():
+    # The search's contract (docstring): an accurate prediction lands 0.3 tolerance past the
+    # root, so the next evaluation closes the bracket. f is linear in log x, as K nearly is.
+    def f(x):
+        return math.log(1 / 3) - math.log(x)
+
+    for x0, slope, most in [
+        (0.2, -1.0, 2),
+        (0.5, -1.0, 2),
+        (0.3, -0.3, 3),
+        (0.3, -3.0, 3),
+        (1e-4, -1.0, 4),
+        (50.0, -1.0, 4),
+    ]:
+        calls = []
+        lo, s = inside_root(
+            lambda x, calls=calls: calls.append(x) or f(x), x0, f(x0), slope, 1e-6, (1e-12, 1e12)
+        )
+        assert len(calls) <= most and 0 <= 1 / 3 - lo <= 1e-6 / 3, (x0, slope, calls)
+        assert s == pytest.approx(-1.0, rel=1e-3)  # the slope measured across the bracket
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "per_k"),
+    [
+        ("gaussian", {}, 2.5),
+        ("laplace", {}, 5.0),
+        ("gennormal", {"beta": 0.75}, 5.0),
+        ("uniform", {}, 5.0),
+    ],
+)
+def test_engine_warm_starts_each_k(name, params, per_k):
+    # `ExactEngine.scales`: each k starts from the power law through the nearest solved k and
+    # the slope of K at the previous root, so a k takes 2-3 evaluations (exact for Gaussian
+    # noise, a ~ k^-1/2).
+    engine = ExactEngine(create_noise(name, sigma=1.0, **params))
+    ks, gap = [], engine.gap
+    engine.gap = lambda a, k, *rest: ks.append(k) or gap(a, k, *rest)
+    engine.radius(0.9, 0.1, [1.0, 2.0, math.inf], 3072)
+    assert len(ks) <= per_k * len(set(ks)), (len(ks), len(set(ks)))
 
 
 def test_inside_root_gives_up_at_the_limits():

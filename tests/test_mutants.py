@@ -249,3 +249,51 @@ def test_sample_seed_refuses_negative_seeds_and_keys():
     for seed, key in ((-1, (0,)), (0, (0, -1)), (-1, (-1,))):
         with pytest.raises(ValueError, match="seeds and their keys must be >= 0"):
             sample_seed(seed, *key)
+
+
+def test_certified_radius_defaults_to_l2_in_one_dimension():
+    # Laplace noise is worst away from the axis in l2, so d = 1 and d = 2 differ.
+    laplace = create_noise("laplace", sigma=1.0)
+    one = certified_radii(laplace, 0.9, norms=(2,), dim=1)[0].radius
+    assert radius_api.certified_radius(laplace, 0.9) == one
+    assert certified_radii(laplace, 0.9, norms=(2,), dim=2)[0].radius < one * 0.99
+
+
+def test_radius_result_carries_every_field():
+    import time
+
+    gaussian = create_noise("gaussian", sigma=0.8125)  # a law no other test caches
+    start = time.perf_counter()
+    (res,) = certified_radii(gaussian, 0.9, 0.05, norms=(2,), dim=16)
+    elapsed = time.perf_counter() - start
+    assert (res.noise, res.p_a, res.p_b, res.norm, res.dim) == (
+        gaussian.describe(),
+        0.9,
+        0.05,
+        2,
+        16,
+    )
+    assert (res.method, res.bound, res.tight) == ("exact", "cohen-gaussian", True)
+    assert res.radius == pytest.approx(cf.cohen_l2(0.8125, 0.9, 0.05), rel=2e-4)
+    assert res.radius <= res.radius_family == pytest.approx(res.radius, rel=2e-4)
+    # Seconds per norm: nearly all of one call's time goes into its one norm ...
+    assert 0.8 * elapsed <= res.seconds <= elapsed
+    # ... and is shared out between two.
+    other = create_noise("gaussian", sigma=0.8126)
+    start = time.perf_counter()
+    both = certified_radii(other, 0.9, norms=(1, 2), dim=16)
+    elapsed = time.perf_counter() - start
+    assert all(0.4 * elapsed <= r.seconds <= 0.5 * elapsed for r in both)
+    # The defaults: l2, d = 1 (Laplace: d = 2 would give a smaller l2 radius).
+    laplace = create_noise("laplace", sigma=1.0)
+    assert certified_radii(laplace, 0.9)[0].radius == certified_radii(laplace, 0.9, dim=1)[0].radius
+    assert certified_radii(laplace, 0.9)[0].radius > certified_radii(laplace, 0.9, dim=2)[0].radius
+
+
+def test_no_radius_at_a_tie_and_the_swarm_reports_its_draws():
+    gaussian = create_noise("gaussian", sigma=1.0)
+    for method in ("exact", "pso"):
+        (tie,) = certified_radii(gaussian, 0.5, norms=(2,), dim=4, method=method)
+        assert tie.radius == tie.radius_family == 0.0
+    (res,) = certified_radii(gaussian, 0.9, norms=(2,), dim=4, method="pso", samples=7, seed=3)
+    assert res.details == {"samples": 7, "seed": 3}

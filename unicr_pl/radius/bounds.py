@@ -693,7 +693,8 @@ class ScaledProvenRadius:
     def radii(self, p_a, p_b, norms) -> dict[float, tuple[np.ndarray, np.ndarray]]:
         """As `ProvenRadius.radii`, times alpha."""
         found = self.unit.radii(p_a, p_b, norms)
-        return {p: (self.alpha * r, name) for p, (r, name) in found.items()}
+        with np.errstate(over="ignore"):  # a bound near the float maximum (p_A = 1) -> inf
+            return {p: (self.alpha * r, name) for p, (r, name) in found.items()}
 
     def bound_names(self, norms) -> dict[float, str]:
         """As `ProvenRadius.bound_names` (names do not depend on the scale)."""
