@@ -9,12 +9,11 @@ busy threads.
 
 import os
 
-import lightning.pytorch  # noqa: F401
-import torch
-
 # Lightning gives its logger a handler on the sys.stderr of the moment it is first imported.
 # Imported here, that is the real stream; imported inside a test that calls a command's `main`,
 # it would be that test's capture, closed afterwards ("--- Logging error ---" in later tests).
+import lightning.pytorch  # noqa: F401
+import torch
 
 
 def pytest_configure(config):
