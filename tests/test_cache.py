@@ -8,6 +8,7 @@ import importlib
 import json
 import math
 import sys
+import uuid
 
 import numpy as np
 import psutil
@@ -79,15 +80,18 @@ def test_parameters_at_full_precision_give_different_keys(tmp_path, fake_compute
 
 
 def test_editing_a_density_invalidates_the_cache(tmp_path, monkeypatch, fake_compute):
-    module = tmp_path / "edited_density.py"
+    # A module name of its own: a second run in one process (mutmut's) must not import the
+    # first run's edited module from sys.modules.
+    name = f"edited_density_{uuid.uuid4().hex}"
+    module = tmp_path / f"{name}.py"
     module.write_text("def f(y):\n    return -0.5 * y * y\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cache = tmp_path / "cache"
-    spec = "edited_density:f"
+    spec = f"{name}:f"
     before = create_noise("custom", log_density=spec, alpha=1.0)
     r_before = RadiusCurve(before, 50, norms=(1,), p_grid=GRID, cache_dir=cache).radii[1]
     module.write_text("def f(y):\n    return -y.abs()\n")
-    importlib.reload(sys.modules["edited_density"])
+    importlib.reload(sys.modules[name])
     after = create_noise("custom", log_density=spec, alpha=1.0)
     assert after.identity() != before.identity()
     r_after = RadiusCurve(after, 50, norms=(1,), p_grid=GRID, cache_dir=cache).radii[1]
@@ -125,6 +129,120 @@ def test_cached_arrays_are_read_only(tmp_path, fake_compute):
     assert len(fake_compute) == 1  # the second curve came from memory
     with pytest.raises(ValueError, match="read-only"):
         shared[0] = 1e9
+
+
+def test_memory_then_disk_then_compute(tmp_path, fake_compute):
+    # A curve is read from memory first, then from its file, and computed only when neither
+    # holds it; whatever was read or built is kept in memory for the next caller.
+    noise, cache = create_noise("laplace", alpha=1.0), tmp_path / "new" / "nested"
+    first = RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=cache)
+    assert first.noise is noise and first.cache_path.parent == cache  # parents made
+    first.cache_path.unlink()
+    RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=cache)  # memory, not the file
+    assert len(fake_compute) == 1 and not first.cache_path.exists()
+    curve_module._CURVES.clear()
+    RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=cache)  # built and written
+    curve_module._CURVES.clear()
+    RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=cache)  # read from the file
+    first.cache_path.unlink()
+    RadiusCurve(noise, 20, norms=(2,), p_grid=GRID, cache_dir=cache)  # ... and kept in memory
+    assert len(fake_compute) == 2
+
+
+def test_key_covers_every_input_and_nothing_else(fake_compute):
+    noise = create_noise("laplace", alpha=1.0)
+
+    def key(**change):
+        spec = {"noise": noise, "dim": 20, "norms": (1, 2), "p_grid": GRID, **change}
+        return RadiusCurve(cache_dir=None, **spec).key()
+
+    keys = [
+        key(),
+        key(noise=create_noise("hypsecant", alpha=1.0)),
+        key(dim=21),
+        key(norms=(1, 3)),
+        key(norms=(1,)),
+        key(p_grid=GRID[1:]),
+    ]
+    assert len(set(keys)) == len(keys)
+    assert key() == key(noise=create_noise("laplace", alpha=3.0))  # the scale: not a key
+
+
+def test_default_grid_and_cache_directory(tmp_path, monkeypatch, fake_compute):
+    monkeypatch.delenv("UNICR_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    curve = RadiusCurve(create_noise("laplace", alpha=1.0), 20, norms=(1, 2, "inf"))
+    np.testing.assert_array_equal(curve.p_grid, default_p_grid())
+    assert curve.cache_path.parent == tmp_path / ".cache" / "unicr-pl"
+    assert curve.cache_path.is_file()
+    # l2 is every look-up's default norm; a norm the curve lacks is refused.
+    p = [0.6, 0.9]
+    np.testing.assert_array_equal(curve.radius(p), curve.radius(p, 2))
+    np.testing.assert_array_equal(curve.radius_family(p), curve.radius_family(p, 2))
+    assert curve.bound() == curve.bound(2)
+    assert curve.radius([0.0, 0.5]).tolist() == [0.0, 0.0]  # [0, 1] is valid: 0 at or below 1/2
+    for bad in (math.nan, math.inf, -0.1, 1.1):
+        with pytest.raises(ValueError, match=r"^p_a must be finite and in \[0, 1\]$"):
+            curve.radius([0.9, bad])
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ([], "^p_grid must be a non-empty, strictly increasing 1-D array$"),
+        ([[0.6, 0.7]], "^p_grid must be a non-empty, strictly increasing 1-D array$"),
+        ([0.6, 0.6, 0.7], "^p_grid must be a non-empty, strictly increasing 1-D array$"),
+        ([0.5, 0.7], r"^p_grid must lie in \(1/2, 1\), got \[0.5, 0.7\]$"),
+        ([0.6, 0.7, 1.0], r"^p_grid must lie in \(1/2, 1\), got \[0.6, 1.0\]$"),
+    ],
+)
+def test_bad_grids_are_refused_in_one_line(grid, message, fake_compute):
+    with pytest.raises(ValueError, match=message):
+        RadiusCurve(create_noise("laplace", alpha=1.0), 20, p_grid=grid, cache_dir=None)
+    one = RadiusCurve(create_noise("laplace", alpha=1.0), 20, p_grid=[0.7], cache_dir=None)
+    assert one.radius([0.7], 2)[0] == one.radii[2][0] > 0  # a single point is a valid grid
+
+
+class _Planted:
+    """Unpickling it leaves a mark: a cache file must never run code when read."""
+
+    unpickled = False
+
+    def __reduce__(self):
+        return (_Planted._mark, ())
+
+    @staticmethod
+    def _mark():
+        _Planted.unpickled = True
+        return 0
+
+
+def test_cache_files_are_written_atomically_and_never_unpickled(tmp_path, monkeypatch):
+    path, arrays = tmp_path / "c.npz", {"r_2.0": np.arange(3.0)}
+    replaced = []
+    original = type(path).replace
+
+    def spy(self, target):
+        replaced.append((self, target))
+        return original(self, target)
+
+    monkeypatch.setattr(type(path), "replace", spy)
+    curve_module._write_checked(path, "k", arrays)
+    (tmp,) = replaced
+    assert tmp[0].parent == path.parent and tmp[1] == path  # renamed in place: atomic
+    assert curve_module._read_checked(path, "k")["r_2.0"].tolist() == [0.0, 1.0, 2.0]
+    # A crash at the rename leaves no temporary behind; an unwritable directory costs no error.
+    monkeypatch.setattr(type(path), "replace", lambda self, target: (_ for _ in ()).throw(OSError))
+    curve_module._write_checked(tmp_path / "d.npz", "k", arrays)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    curve_module._write_checked(blocker / "sub" / "e.npz", "k", arrays)  # mkdir fails: quiet
+    # An object array in a cache file (pickled) is refused without being unpickled.
+    evil = tmp_path / "evil.npz"
+    planted = np.array([_Planted()], dtype=object)
+    np.savez(evil, key="k", checksum="x", r_2=planted)
+    assert curve_module._read_checked(evil, "k") is None and not _Planted.unpickled
 
 
 def test_bounded_lru_evicts_by_count_and_bytes():
