@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import ndtr, ndtri
 
+from tests.test_mutants import gumbel, mirrored_gumbel
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import curve as curve_module
 from unicr_pl.radius.curve import _log_z, _refined_grid, _scales_for_k, compute_curve
@@ -58,16 +58,18 @@ def _interpolation_error(a, p, inverse, i: int) -> float:
     return float(np.abs(np.log(guessed / true)).max())
 
 
+def _kink(slope: float):
+    """Phi^-1 of the boundary p_A: a, then `slope` times as steep beyond a = 1; its inverse."""
+    return (lambda x: x if x < 1 else 1 + slope * (x - 1)), (
+        lambda z: z if z < 1 else 1 + (z - 1) / slope
+    )
+
+
 def test_refined_grid_error_bounds_the_interpolation_across_a_kink():
     # p = Phi(g(a)) with g linear, then 0.3x as steep beyond a = 1: the kink is refined until
     # every interval passes, and twice each interval's recorded error (at least the tolerance)
     # bounds the true error of interpolating inside it: the bound `_scales_for_k` relies on.
-    def g(x):
-        return x if x < 1 else 1 + 0.3 * (x - 1)
-
-    def g_inverse(y):
-        return y if y < 1 else 1 + (y - 1) / 0.3
-
+    g, g_inverse = _kink(0.3)
     a, p, err = _refined_grid(lambda x: float(ndtr(g(x))), 0.01, 3.0)
     assert 2 * curve_module._A_POINTS - 1 < len(a) < curve_module._MAX_A_POINTS
     assert np.all(err <= curve_module._INTERP_RTOL)
@@ -92,13 +94,6 @@ def test_refined_grid_flat_parts_cost_nothing_and_the_cap_holds():
     # A boundary p_A that dips is returned as its running maximum (monotone for the inverse).
     a, p, err = _refined_grid(lambda x: float(ndtr(x) - (0.01 if 1 < x < 1.1 else 0)), 0.05, 3.0)
     assert np.all(np.diff(p) >= 0) and np.any(np.diff(p) == 0)
-
-
-def _kink(slope: float):
-    """Phi^-1 of the boundary p_A: a, then `slope` times as steep beyond a = 1; its inverse."""
-    return (lambda x: x if x < 1 else 1 + slope * (x - 1)), (
-        lambda z: z if z < 1 else 1 + (z - 1) / slope
-    )
 
 
 def _plateau():
@@ -199,7 +194,7 @@ def test_asymmetric_scales_take_the_worse_sign_and_stay_below_the_engine():
     # A Gumbel-shaped density and its mirror image: one coordinate moved by +a or -a gives
     # different boundaries; the curve must take the worse of the two (the smaller a*), for
     # either orientation, and stay below the engine's root of that sign less its margin.
-    for fn in (lambda y: -(y + torch.exp(-y)), lambda y: -(-y + torch.exp(y))):
+    for fn in (gumbel, mirrored_gumbel):
         engine = ExactEngine(create_noise("custom", log_density=fn, alpha=1.0), CFG)
         grid = GRID[::8]
         scales = _scales_for_k(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))
@@ -248,7 +243,7 @@ def _fake_table(shape, bump: dict[int, float] | None = None):
 
 
 def _fake_curve(monkeypatch, scale, norms, dim=120):
-    """compute_curve on the made-up table; returns (curve, the k it solved, their guesses)."""
+    """compute_curve on the made-up table; returns the curve and {k solved: its guess}."""
     solved: dict[int, float] = {}
 
     def fake(engine, k, p_grid, guess):

@@ -252,12 +252,17 @@ def test_sample_seed_refuses_negative_seeds_and_keys():
             sample_seed(seed, *key)
 
 
-def test_certified_radius_defaults_to_l2_in_one_dimension():
+def test_radius_functions_default_to_l2_in_one_dimension():
     # Laplace noise is worst away from the axis in l2, so d = 1 and d = 2 differ.
     laplace = create_noise("laplace", sigma=1.0)
     one = certified_radii(laplace, 0.9, norms=(2,), dim=1)[0].radius
     assert radius_api.certified_radius(laplace, 0.9) == one
-    assert certified_radii(laplace, 0.9, norms=(2,), dim=2)[0].radius < one * 0.99
+    assert certified_radii(laplace, 0.9)[0].radius == one  # the list form: the same defaults
+    two = certified_radii(laplace, 0.9, norms=(2,), dim=2)[0].radius
+    assert two < one * 0.99
+    # In d = 1 every l_p norm gives the same radius: l2 shows only from d = 2.
+    assert radius_api.certified_radius(laplace, 0.9, dim=2) == two
+    assert certified_radii(laplace, 0.9, dim=2)[0].radius == two
 
 
 def test_radius_result_carries_every_field():
@@ -284,10 +289,6 @@ def test_radius_result_carries_every_field():
     both = certified_radii(other, 0.9, norms=(1, 2), dim=16)
     elapsed = time.perf_counter() - start
     assert all(0.3 * elapsed <= r.seconds <= 0.5 * elapsed for r in both)
-    # The defaults: l2, d = 1 (Laplace: d = 2 would give a smaller l2 radius).
-    laplace = create_noise("laplace", sigma=1.0)
-    assert certified_radii(laplace, 0.9)[0].radius == certified_radii(laplace, 0.9, dim=1)[0].radius
-    assert certified_radii(laplace, 0.9)[0].radius > certified_radii(laplace, 0.9, dim=2)[0].radius
 
 
 def test_no_radius_at_a_tie_and_the_swarm_reports_its_draws():
