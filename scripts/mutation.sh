@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
 WORK=${MUTATION_DIR:-$(mktemp -d /tmp/unicr-mutation.XXXXXX)}
 mkdir -p "$WORK"
-for item in unicr_pl tests callbacks configs certify.py train.py pyproject.toml; do
+for item in unicr_pl tests docs callbacks configs certify.py train.py pyproject.toml; do
     [ -e "$WORK/$item" ] || cp -r "$ROOT/$item" "$WORK/$item"
 done
 cd "$WORK"

@@ -38,26 +38,9 @@ def raising_density(y):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A tiny MLP on sklearn's digits, a few SGD steps: seconds, in this process."""
-    import lightning as L
-
-    from unicr_pl.lightning import UniCRDataModule, UniCRModule
-
-    data = UniCRDataModule("digits", batch_size=64)
-    spec = data.spec
-    model = UniCRModule(
-        "mlp", spec.num_classes, list(spec.input_shape), list(spec.mean), list(spec.std),
-        sigma=SIGMA,
-    )  # fmt: skip
-    trainer = L.Trainer(
-        max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=data)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    trainer.save_checkpoint(path)
-    return str(path)
+def ckpt(digits_ckpt):
+    """A tiny MLP on sklearn's digits, sigma = SIGMA (tests/conftest.py)."""
+    return digits_ckpt
 
 
 def args(ckpt, out, *extra):

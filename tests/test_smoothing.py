@@ -1,6 +1,7 @@
 """Smoothed classifier: Clopper-Pearson bounds, PREDICT/CERTIFY on classifiers with known laws."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -363,3 +364,57 @@ def test_unknown_precision_lists_the_valid_ones():
     with pytest.raises(ValueError) as err:
         SmoothedClassifier(Halfspace(), create_noise("gaussian"), 2, precision="64-true")
     assert str(err.value) == "precision must be one of 32-true, bf16-mixed, 16-mixed, got '64-true'"
+
+
+class ThreadNoise:
+    """A Gaussian that records the thread of each draw."""
+
+    def __init__(self):
+        self.inner, self.threads = create_noise("gaussian", sigma=0.3), []
+
+    def sample(self, *args, **kwargs):
+        self.threads.append(threading.get_ident())
+        return self.inner.sample(*args, **kwargs)
+
+
+def test_prefetch_draws_in_a_worker_thread_from_two_passes_on():
+    """Off by default; with it, every pass's noise (the first included) comes from the worker
+    as soon as there are two passes, and the counts are the same."""
+    x, main_thread = torch.rand(1, 1, 8, 8), threading.get_ident()
+    counts = {}
+    for prefetch in (False, True):
+        noise = ThreadNoise()
+        kwargs = {"prefetch": True} if prefetch else {}
+        g = SmoothedClassifier(small_lenet(), noise, 10, batch_size=64, **kwargs)
+        counts[prefetch] = g.certify(x, 20, 100, 0.01, seed=3).counts  # 120 draws: 2 passes
+        assert len(noise.threads) == 2  # one seeded block per stage (n0 and n <= DRAW_BLOCK)
+        assert all((t != main_thread) == prefetch for t in noise.threads)
+    assert np.array_equal(counts[False], counts[True])
+    one_pass = ThreadNoise()
+    SmoothedClassifier(small_lenet(), one_pass, 10, batch_size=120, prefetch=True).certify(
+        x, 20, 100, 0.01, seed=3
+    )
+    assert set(one_pass.threads) == {main_thread}  # nothing to overlap with one pass
+
+
+class LayoutSpy(nn.Module):
+    """A 3-channel convolution that records the memory layout of each input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.layouts = nn.Conv2d(3, 2, 3), []
+
+    def forward(self, x):
+        self.layouts.append((x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)))
+        return self.conv(x).flatten(1)[:, :2]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_reaches_the_classifier_on_four_dimensional_inputs(channels_last):
+    spy = LayoutSpy()
+    kwargs = {"channels_last": True} if channels_last else {}
+    g = SmoothedClassifier(spy, create_noise("gaussian", sigma=0.3), 2, batch_size=50, **kwargs)
+    assert spy.conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    g.certify(torch.rand(1, 3, 5, 5), 10, 40, 0.01, seed=0)
+    # channels-last and NCHW-contiguous exclude each other for 3 channels on 5 x 5.
+    assert spy.layouts == [(not channels_last, channels_last)]

@@ -65,7 +65,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     p.add_argument("--out", type=str | None, default=None, help="result TSV")
     p.add_argument("--root", type=str | None, default=None, help="override the data root")
-    p.add_argument("--noise", type=str | None, default=None, help=f"one of {list_noises()}")
+    flag_noises = ", ".join(n for n in list_noises() if n != "custom")  # custom: Python API only
+    p.add_argument("--noise", type=str | None, default=None, help=f"one of {flag_noises}")
     p.add_argument("--sigma", type=float | None, default=None, help="override noise RMS")
     p.add_argument("--noise_alpha", type=float | None, default=None, help="override noise scale")
     p.add_argument("--beta", type=float | None, default=None, help="override noise shape")
@@ -73,8 +74,12 @@ def build_parser():
     p.add_argument("--iopt_family", type=str, default="gennormal", help="family searched")
     p.add_argument("--iopt_sigma_step", type=float, default=0.05, help="step of sigma")
     p.add_argument("--iopt_beta_step", type=float, default=0.25, help="step of beta")
-    p.add_argument("--iopt_sigma_bounds", type=float, nargs=2, default=[0.02, 4.0])
-    p.add_argument("--iopt_beta_bounds", type=float, nargs=2, default=[0.25, 5.0])
+    p.add_argument(
+        "--iopt_sigma_bounds", type=float, nargs=2, default=[0.02, 4.0], help="sigma from, to"
+    )
+    p.add_argument(
+        "--iopt_beta_bounds", type=float, nargs=2, default=[0.25, 5.0], help="beta from, to"
+    )
     p.add_argument("--iopt_rounds", type=int, default=10, help="passes at most")
     p.add_argument("--iopt_select", type=int, default=1000, help="draws per candidate")
     p.add_argument(
@@ -150,7 +155,10 @@ def check_args(cfg) -> list[float]:
                 raise ValueError(f"--iopt_{name}_bounds must be 0 < low < high, got {lo} {hi}")
         if cfg.iopt_rounds < 1 or cfg.iopt_select < 1:
             raise ValueError("--iopt_rounds and --iopt_select must be >= 1")
-    return [check_norm(p) for p in cfg.norms]
+    try:
+        return [check_norm(p) for p in cfg.norms]
+    except ValueError as err:
+        raise ValueError(f"{err} (--norms)") from None
 
 
 def make_trainer(cfg):
