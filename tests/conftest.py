@@ -1,4 +1,5 @@
-"""Test-session set-up: share the machine's cores between pytest-xdist workers.
+"""Test-session set-up: share the machine's cores between pytest-xdist workers, and one tiny
+digits checkpoint (`digits_ckpt`) for the tests that run `certify.py certify` in process.
 
 `pytest` runs the tests on every core at once (`-n auto --dist worksteal` in pyproject.toml: an
 idle worker takes queued tests from a busy one, so a file's module fixture, such as a trained
