@@ -105,9 +105,9 @@ def actions() -> dict[str, argparse.Action]:
     return our_actions(build_parser())
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str, ckpt: str = "c.ckpt") -> argparse.Namespace:
     """The command's arguments from argv, --ckpt given."""
-    return build_parser().parse_args(["--ckpt", "c.ckpt", *argv])
+    return build_parser().parse_args(["--ckpt", ckpt, *argv])
 
 
 def refusal(capsys, argv: list[str]) -> str:
