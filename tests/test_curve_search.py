@@ -19,7 +19,13 @@ from scipy.special import ndtr, ndtri
 from tests.test_mutants import gumbel, mirrored_gumbel
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import curve as curve_module
-from unicr_pl.radius.curve import _log_z, _refined_grid, _scales_for_k, compute_curve
+from unicr_pl.radius.curve import (
+    _log_z,
+    _refined_grid,
+    _scale_bounds,
+    _scales_for_k,
+    compute_curve,
+)
 from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
 
 GRID = curve_module.default_p_grid(40)
@@ -79,6 +85,27 @@ def test_refined_grid_error_bounds_the_interpolation_across_a_kink():
     # The refinement went where the kink is: the interval holding a = 1 is narrow.
     j = np.searchsorted(a, 1.0) - 1
     assert a[j + 1] / a[j] < 1.01
+
+
+def test_refined_grid_refines_only_intervals_that_hold_a_target():
+    # The same kink, looked up only at p_A below it (a < 0.6) or only above it (a > 1.6):
+    # only the intervals holding a target are refined, those still to within the bound.
+    g, g_inverse = _kink(0.3)
+    for lo, hi in ((0.05, 0.6), (1.6, 2.5)):
+        targets = ndtr(np.linspace(g(lo), g(hi), 30))
+        a, p, err = _refined_grid(lambda x: float(ndtr(g(x))), 0.01, 3.0, targets)
+        held = (np.searchsorted(targets, p[:-1]) < np.searchsorted(targets, p[1:])) & (
+            p[:-1] <= targets[-1]
+        )
+        assert held.any() and np.all(err[held] <= curve_module._INTERP_RTOL)
+        for i in np.flatnonzero(held):
+            bound = max(2 * err[i], curve_module._INTERP_RTOL)
+            assert _interpolation_error(a, p, lambda q: g_inverse(ndtri(q)), i) <= bound
+        # Nothing was spent on the kink, away from every target (refined to 1% without
+        # targets), and fewer points than without targets.
+        j = np.searchsorted(a, 1.0) - 1
+        assert a[j + 1] / a[j] > 1.05
+        assert len(a) < len(_refined_grid(lambda x: float(ndtr(g(x))), 0.01, 3.0)[0])
 
 
 def test_refined_grid_flat_parts_cost_nothing_and_the_cap_holds():
@@ -146,9 +173,12 @@ def test_scales_never_exceed_the_true_inverse(monkeypatch, case, cap):
     monkeypatch.setattr(curve_module, "boundary_p_a", lambda values, mass: float(ndtr(g(values))))
     monkeypatch.setattr(curve_module, "_MAX_A_POINTS", cap)
     grid = curve_module.default_p_grid(400, p_max=0.999)
-    scales = _scales_for_k(engine, 1, grid, 1.0)
+    scales, upper = _scale_bounds(engine, 1, grid, 1.0)
     true = np.array([g_inverse(z) for z in ndtri(grid)])
     assert np.all(scales <= true * TAKEN_OFF * (1 + 1e-12)), grid[scales > true * TAKEN_OFF]
+    # The upper bound holds the engine's value (at most the true root less its margin).
+    high = true * (1 - CFG.margin)
+    assert np.all(upper >= high * (1 - 1e-12)), grid[upper < high * (1 - 1e-12)]
     if cap == 160:  # the default cap: close to the truth, not vacuously low
         assert np.all(scales >= true * 0.95)
 
@@ -159,10 +189,15 @@ def test_gaussian_scales_are_cohen_less_the_documented_deductions(k):
     # interpolation is exact here, so the curve takes off exactly its floor tolerance, the
     # engine's margin and its root tolerance: no more, no less (to the lattice's 1e-5).
     engine = ExactEngine(create_noise("gaussian", sigma=0.7), CFG)
-    scales = _scales_for_k(engine, k, GRID, engine._initial_scale(k, 0.9, 0.1))
+    scales, upper = _scale_bounds(engine, k, GRID, engine._initial_scale(k, 0.9, 0.1))
     ratio = scales * math.sqrt(k) / (0.7 * ndtri(GRID))
     want = TAKEN_OFF * (1 - curve_module._INTERP_RTOL)
     np.testing.assert_allclose(ratio, want, rtol=1e-5, atol=0)
+    # The upper bound adds the same tolerance and takes off the margin only (or is the grid
+    # point above, where that is closer): it holds Cohen's a* less the engine's margin.
+    ratio = upper * math.sqrt(k) / (0.7 * ndtri(GRID))
+    assert np.all(ratio >= (1 - CFG.margin) * (1 - 1e-5))
+    assert np.all(ratio <= (1 - CFG.margin) * (1 + curve_module._INTERP_RTOL) * (1 + 1e-5))
 
 
 def test_nothing_is_claimed_below_the_first_verified_point():
@@ -183,9 +218,10 @@ def test_uniform_scales_stay_below_the_engine_and_close_to_yang():
     sigma = 0.7
     w = sigma * math.sqrt(3)
     engine = ExactEngine(create_noise("uniform", sigma=sigma), CFG)
-    scales = _scales_for_k(engine, 1, GRID, engine._initial_scale(1, 0.9, 0.1))
+    scales, upper = _scale_bounds(engine, 1, GRID, engine._initial_scale(1, 0.9, 0.1))
     exact = np.array([engine.boundary_scale(1, float(q), 1 - float(q)) for q in GRID])
     assert np.all(scales <= exact * (1 - CFG.margin))
+    assert np.all(upper >= exact * (1 - CFG.margin))
     ratio = scales / (2 * w * (GRID - 0.5))
     assert np.all(ratio >= 0.995) and np.all(ratio <= 1)
 
@@ -197,7 +233,7 @@ def test_asymmetric_scales_take_the_worse_sign_and_stay_below_the_engine():
     for fn in (gumbel, mirrored_gumbel):
         engine = ExactEngine(create_noise("custom", log_density=fn, alpha=1.0), CFG)
         grid = GRID[::8]
-        scales = _scales_for_k(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))
+        scales, upper = _scale_bounds(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))
         per_sign = np.array(
             [
                 [engine.boundary_scale(1, float(q), 1 - float(q), sign=s) for q in grid]
@@ -207,6 +243,7 @@ def test_asymmetric_scales_take_the_worse_sign_and_stay_below_the_engine():
         assert np.all(np.abs(per_sign[0] / per_sign[1] - 1) > 1e-2)  # the signs do differ
         worse = per_sign.min(axis=0) * (1 - CFG.margin)
         assert np.all(scales <= worse) and np.all(scales >= worse * 0.99)
+        assert np.all(upper >= worse) and np.all(upper <= worse * 1.01)
 
 
 def _dip(k: int, at: int) -> float:
@@ -218,7 +255,8 @@ def _dip(k: int, at: int) -> float:
 SHAPES = {
     # Minimum between the coarse k = 32 and 64, which the curve's table ranks within 0.05% of
     # each other and the engine's (k = 64 is 0.2% lower there) the other way round: the dip
-    # at 101 is refined only around 64. The curve's 2% slack around its minimum covers it.
+    # at 101 is refined only around 64. The bounds of each a*(k) (BAND) rank them both as
+    # possible minimisers.
     "slack": lambda k, p: 1 + (math.log(k / 45) / 4) ** 2 - _dip(k, 101),
     # The coarse minimiser 64 has a higher left neighbour than right one: a "flat" test that
     # lets the two differences cancel would skip it and miss the dip at 45.
@@ -230,6 +268,7 @@ SHAPES = {
     ),
 }
 ENGINE_BUMP = {"slack": {64: 0.998}}
+BAND = 3e-3  # the curve's bounds of each a*(k, p): the engine's value lies within them
 
 
 def _fake_table(shape, bump: dict[int, float] | None = None):
@@ -242,15 +281,17 @@ def _fake_table(shape, bump: dict[int, float] | None = None):
     return scale
 
 
-def _fake_curve(monkeypatch, scale, norms, dim=120):
-    """compute_curve on the made-up table; returns the curve and {k solved: its guess}."""
+def _fake_curve(monkeypatch, scale, norms, dim=120, band=0.0):
+    """compute_curve on the made-up table, each a*(k, p) known to within +-band (relative);
+    returns the curve and {k solved: its guess}."""
     solved: dict[int, float] = {}
 
     def fake(engine, k, p_grid, guess):
         solved[k] = guess
-        return scale(k, p_grid)
+        value = scale(k, p_grid)
+        return value * (1 - band), value * (1 + band)
 
-    monkeypatch.setattr(curve_module, "_scales_for_k", fake)
+    monkeypatch.setattr(curve_module, "_scale_bounds", fake)
     return compute_curve(create_noise("gaussian", sigma=1.0), dim, norms, GRID), solved
 
 
@@ -259,7 +300,7 @@ def _fake_curve(monkeypatch, scale, norms, dim=120):
 def test_curve_searches_every_k_the_engine_refines(monkeypatch, shape, norms):
     # The engine refines around its own coarse minimiser at each p_A; the curve, built once
     # for every p_A, must search a superset of those k, or it sits above the engine (7% here).
-    curve, _ = _fake_curve(monkeypatch, _fake_table(SHAPES[shape]), norms)
+    curve, _ = _fake_curve(monkeypatch, _fake_table(SHAPES[shape]), norms, band=BAND)
     engine = ExactEngine(create_noise("gaussian", sigma=1.0), CFG)
     engine_table = _fake_table(SHAPES[shape], ENGINE_BUMP.get(shape))
 
@@ -272,6 +313,19 @@ def test_curve_searches_every_k_the_engine_refines(monkeypatch, shape, norms):
         exact = engine.radius(float(GRID[i]), 1 - float(GRID[i]), norms, 120)
         for p in norms:
             assert curve[p][i] <= exact[p][0] * (1 + 1e-12), (p, GRID[i])
+
+
+def test_curve_refines_only_the_coarse_k_that_could_be_the_engines_minimiser(monkeypatch):
+    # R(k) falls with k (minimum at k = d), 1.6% between the last two coarse k. Known to
+    # +-0.01%, only k = d can be the engine's coarse minimiser: only its interval is refined.
+    # Known to +-1%, k = 64 could be too, and the interval around it is refined as well.
+    coarse = k_grid(120, CFG.k_ratio, CFG.dense_k)
+    falling = _fake_table(lambda k, p: 1 + 0.5 / math.sqrt(k))
+    _, solved = _fake_curve(monkeypatch, falling, [2.0], band=1e-4)
+    assert set(solved) == set(coarse) | set(refine_grid(64, 120, CFG.refine_ratio))
+    _, solved = _fake_curve(monkeypatch, falling, [2.0], band=1e-2)
+    around_64 = set(refine_grid(32, 120, CFG.refine_ratio))
+    assert set(solved) == set(coarse) | around_64 | set(refine_grid(64, 120, CFG.refine_ratio))
 
 
 def test_curve_skips_flat_k_and_l_inf_and_warm_starts(monkeypatch):

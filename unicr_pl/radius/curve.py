@@ -28,15 +28,14 @@ from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
 from unicr_pl.radius.lattice import _CELLS, _T_MAX
 from unicr_pl.radius.neyman_pearson import boundary_p_a
 
-ENGINE_VERSION = "exact-8"  # bump when the numerics change: it invalidates cached curves
+ENGINE_VERSION = "exact-9"  # bump when the numerics change: it invalidates cached curves
 _A_POINTS = 24
 _MAX_A_POINTS = 160
 _INTERP_RTOL = 2e-4  # refine the a-grid until interpolation is this close (relative)
 _MAX_TOL = 5e-3  # larger interpolation tolerances fall back to the grid point below
 # One step of a bounded-support law's staircase, relative in a: at most one log-odds cell.
 _STAIR_RTOL = 2 * (2 * _T_MAX / _CELLS)
-_K_SLACK = 0.02  # coarse k within 2% of the curve's minimum are refined like the engine's
-_K_TIE = 1e-4  # ... unless R varies less than this over the coarse k and its two neighbours
+_K_TIE = 1e-4  # a coarse k is not refined where R varies less than this around it
 
 
 def default_p_grid(points: int = 200, p_max: float = 1 - 1e-6) -> np.ndarray:
@@ -49,9 +48,13 @@ def _log_z(p: np.ndarray) -> np.ndarray:
     return np.log(ndtri(np.clip(p, 0.5 + 1e-16, 1 - 1e-16)))
 
 
-def _refined_grid(pi, a_lo: float, a_hi: float):
+def _refined_grid(pi, a_lo: float, a_hi: float, targets: np.ndarray | None = None):
     """Evaluates the boundary p_A `pi` on a grid of a, refined (up to _MAX_A_POINTS) until
     log-log interpolation predicts each interval's midpoint to _INTERP_RTOL in a.
+
+    With `targets` (the ascending p_A that will be looked up), only intervals [p_i, p_i+1)
+    holding a target are refined: the others are never interpolated in, and past the last
+    target p(a) saturates at 1 in float64, where no interpolation converges.
 
     Returns (a, p, err): `err[i]` is the relative error in a of the interpolation at the
     midpoint of the interval that [a_i, a_i+1] was split from (0 where p is flat, inf where
@@ -61,8 +64,15 @@ def _refined_grid(pi, a_lo: float, a_hi: float):
     a = np.geomspace(a_lo, a_hi, _A_POINTS)
     p = np.array([pi(x) for x in a])
     err = np.full(len(a) - 1, np.inf)
-    while np.any(err > _INTERP_RTOL) and len(a) < _MAX_A_POINTS:
-        todo = np.flatnonzero(err > _INTERP_RTOL)[: _MAX_A_POINTS - len(a)]
+    while len(a) < _MAX_A_POINTS:
+        wanted = err > _INTERP_RTOL
+        if targets is not None:
+            mono = np.maximum.accumulate(p)
+            held = np.searchsorted(targets, mono, side="left")  # first target >= p_i
+            wanted &= held[:-1] < held[1:]  # some target in [p_i, p_i+1)
+        if not wanted.any():
+            break
+        todo = np.flatnonzero(wanted)[: _MAX_A_POINTS - len(a)]
         am = np.sqrt(a[todo] * a[todo + 1])
         pm = np.array([pi(x) for x in am])
         lz0, lzm, lz1 = _log_z(p[todo]), _log_z(pm), _log_z(p[todo + 1])
@@ -81,18 +91,24 @@ def _refined_grid(pi, a_lo: float, a_hi: float):
     return a, np.maximum.accumulate(p), err
 
 
-def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float) -> np.ndarray:
-    """a*(k, p) for every p in p_grid, by evaluating the boundary p_A on a grid of a.
+def _scale_bounds(
+    engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) bounds of the engine's a*(k, p) for every p in p_grid, from the boundary
+    p_A evaluated on a grid of a.
 
-    Each value is the interpolated a less a tolerance, or the grid point below it where the
-    interpolation could not be verified closely enough, so it never exceeds the engine's
-    a*(k) (which takes the same law's root to ExactConfig.rtol, then its margin).
+    The lower bound is the interpolated a less a tolerance, or the grid point below it where the
+    interpolation could not be verified closely enough, so it never exceeds the engine's a*(k)
+    (which takes the same law's root to ExactConfig.rtol, then its margin). The upper bound is
+    the interpolated a plus the same tolerance, or the grid point above: the engine's root lies
+    between the two, which is what lets `compute_curve` rank the k as the engine would.
     """
     signs = (1.0,) if engine.noise.symmetric else (1.0, -1.0)
     # Bounded support: the mass of L at -inf grows one cell at a time, so p(a) is a staircase
     # that interpolation between steps can overshoot by one step.
     stairs = bool(np.isneginf(engine.table.z_values(guess)).any())
-    best = np.full(p_grid.shape, np.inf)
+    lower = np.full(p_grid.shape, np.inf)
+    upper = np.full(p_grid.shape, np.inf)
     for sign in signs:
 
         def pi(a: float, sign: float = sign) -> float:
@@ -109,24 +125,36 @@ def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float)
         a_lo = guess
         while pi(a_lo) > p_lo and a_lo > 1e-12 * engine._scale:
             a_lo /= 2
-        a, p, err = _refined_grid(pi, a_lo, a_hi)
+        a, p, err = _refined_grid(pi, a_lo, a_hi, p_grid)
         # Interpolate log a against log Phi^-1(p): exactly linear for Gaussian noise, smooth
         # otherwise. Where the boundary p_A is flat (p does not grow), the smallest a is kept.
         log_z_unique, first = np.unique(_log_z(p), return_index=True)
         scales = np.exp(np.interp(_log_z(p_grid), log_z_unique, np.log(a[first])))
-        # The interval holding each p: a_j with p_j <= p < p_j+1 (a lower bound of a*).
+        # The interval holding each p: p_j <= p < p_j+1, so a_j <= a* <= a_j+1 (monotone p).
         j = np.clip(np.searchsorted(p, p_grid, side="right") - 1, 0, len(a) - 2)
         # A single kink inside an interval puts its midpoint at least half as far off the
         # chord as the kink itself, so twice the midpoint error bounds the interpolation's.
         tol = np.maximum(2 * err[j], _INTERP_RTOL)
         if stairs:
             tol = tol + _STAIR_RTOL
-        scales = np.where(tol <= _MAX_TOL, np.maximum(scales * (1 - tol), a[j]), a[j])
-        scales[p_grid > p[-1]] = a_hi  # beyond the last point: the last a is still inside
-        scales[p_grid < p[0]] = 0.0  # below the first point nothing is verified
-        best = np.minimum(best, scales)
+        trusted = tol <= _MAX_TOL
+        lo = np.where(trusted, np.maximum(scales * (1 - tol), a[j]), a[j])
+        hi = np.where(trusted, np.minimum(scales * (1 + tol), a[j + 1]), a[j + 1])
+        lo[p_grid > p[-1]] = a_hi  # beyond the last point: the last a is still inside
+        hi[p_grid >= p[-1]] = np.inf  # ... and nothing bounds a* from above
+        lo[p_grid < p[0]] = 0.0  # below the first point nothing is verified
+        hi[p_grid < p[0]] = a[0]
+        lower, upper = np.minimum(lower, lo), np.minimum(upper, hi)
     # The engine's margin and root tolerance are taken off as well: the curve stays below it.
-    return best * (1 - engine.config.margin - engine.config.rtol)
+    # Its root is at most the law's own, so only the margin comes off the upper bound.
+    return lower * (1 - engine.config.margin - engine.config.rtol), upper * (
+        1 - engine.config.margin
+    )
+
+
+def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float) -> np.ndarray:
+    """Lower bounds of the engine's a*(k, p) for every p in p_grid (see `_scale_bounds`)."""
+    return _scale_bounds(engine, k, p_grid, guess)[0]
 
 
 def compute_curve(
@@ -141,19 +169,19 @@ def compute_curve(
     engine = ExactEngine(noise, ExactConfig())
     cfg = engine.config
     mid = len(p_grid) // 2
-    scales: dict[int, np.ndarray] = {}
+    scales: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # k -> (lower, upper) a*(k, p)
 
     def solve(ks: set[int]) -> None:
         for k in sorted(ks - scales.keys()):
             near = min(scales, key=lambda j: abs(math.log(j / k)), default=None)
-            if near is None or not 0 < scales[near][mid] < math.inf:
+            if near is None or not 0 < scales[near][0][mid] < math.inf:
                 guess = engine._initial_scale(k, float(p_grid[mid]), 1 - float(p_grid[mid]))
             else:
-                guess = float(scales[near][mid]) * math.sqrt(near / k)
-            scales[k] = _scales_for_k(engine, k, p_grid, guess)
+                guess = float(scales[near][0][mid]) * math.sqrt(near / k)
+            scales[k] = _scale_bounds(engine, k, p_grid, guess)
 
-    def values(k: int, p: float) -> np.ndarray:
-        return np.array([lp_norm_of_structured(a, k, p) for a in scales[k]])
+    def values(k: int, p: float, which: int = 0) -> np.ndarray:
+        return np.array([lp_norm_of_structured(a, k, p) for a in scales[k][which]])
 
     coarse = k_grid(dim, cfg.k_ratio, cfg.dense_k)
     solve(set(coarse))
@@ -162,8 +190,10 @@ def compute_curve(
         if math.isinf(p):  # the engine does not refine l_inf: k = d is its minimiser
             continue
         table = np.stack([values(k, p) for k in coarse])  # [len(coarse), len(p_grid)]
-        # The engine's coarse minimiser is within _K_SLACK of the curve's coarse minimum.
-        near_min = table <= table.min(axis=0) * (1 + _K_SLACK)
+        upper = np.stack([values(k, p, 1) for k in coarse])
+        # The engine's coarse minimiser i has R_i <= R_j for every coarse j, and each R lies
+        # between its two bounds here: so table[i] <= min_j upper[j].
+        near_min = table <= upper.min(axis=0)
         # Where R is flat in k around a coarse k (Gaussian-like: R(k) is the same for every
         # k), the k between its neighbours cannot dip below the curve's own deduction.
         with np.errstate(divide="ignore", invalid="ignore"):  # R = 0 or inf: not flat
