@@ -1,6 +1,7 @@
 """The default (exact) radius engine: closed forms, an independent Monte Carlo oracle, contracts."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from unicr_pl.noises import create_noise
 from unicr_pl.radius import certified_radii, certified_radius
 from unicr_pl.radius import closed_forms as cf
 from unicr_pl.radius.checks import lp_norm_of_structured
-from unicr_pl.radius.exact import ExactEngine, inside_root, k_grid, refine_grid
+from unicr_pl.radius.exact import ExactConfig, ExactEngine, inside_root, k_grid, refine_grid
 from unicr_pl.radius.neyman_pearson import boundary_gap
 
 P_AS = [0.51, 0.6, 0.75, 0.9, 0.99, 0.999, 0.9999]
@@ -376,7 +377,12 @@ def test_starting_guesses_are_the_normal_approximation():
     # dK/dlog a at that radius, exact for Gaussian noise.
     from scipy.stats import norm
 
-    fisher = {("gaussian", 0.7): 1 / 0.49, ("laplace", 0.7): 2 / 0.49, ("cauchy", 0.5): 2.0}
+    fisher = {
+        ("gaussian", 0.7): 1 / 0.49,
+        ("laplace", 0.7): 2 / 0.49,
+        ("laplace", 1e-3): 2e6,  # the finite difference's step follows the scale
+        ("cauchy", 0.5): 2.0,
+    }
     for (name, scale), want in fisher.items():
         key = "alpha" if name == "cauchy" else "sigma"
         engine = ExactEngine(create_noise(name, **{key: scale}))
@@ -500,6 +506,97 @@ def test_inside_root_gives_up_at_the_limits():
     assert inside_root(lambda x: -1.0, 1.0, -1.0, -1.0, 1e-6, (1e-6, 1e6))[0] == 0.0
 
 
+def log_third(x):
+    """Linear in u = log x, as K nearly is; root at 1/3, > 0 below it, df/du = -1."""
+    return math.log(1 / 3) - math.log(x)
+
+
+def test_inside_root_at_the_limits_counts_f_equal_to_zero_as_outside():
+    # f > 0 inside: 0 where f <= 0 at limits[0] (f = 0 included), inf only where f > 0 at
+    # limits[1] (not for a root exactly there), and any f > 0 at limits[0], however small, is
+    # inside: the search goes on up to the root.
+    limits, rtol = (1e-6, 1e6), 1e-6
+    assert inside_root(lambda x: 0.0, limits[0], 0.0, -1.0, rtol, limits)[0] == 0.0
+
+    def top(x):
+        return math.log(limits[1]) - math.log(x)
+
+    lo, _ = inside_root(top, limits[1], 0.0, -1.0, rtol, limits)
+    assert top(lo) > 0 and limits[1] - lo <= rtol * limits[1], lo
+
+    def faint(x):  # 0.013 at limits[0]
+        return 1e-3 * log_third(x)
+
+    lo, _ = inside_root(faint, limits[0], faint(limits[0]), -1e-3, rtol, limits)
+    assert faint(lo) > 0 and 0 <= 1 / 3 - lo <= rtol / 3, lo
+
+
+def test_inside_root_counts_f_equal_to_zero_as_outside():
+    # f = 0 is outside: where f is exactly 0 over a range, the inside end is the last point with
+    # f > 0, below the plateau, never a point on it. (Started inside: from the plateau itself
+    # Newton's step is 0 and a flat 0 does not count as a stall, so the search creeps by 0.3 tol
+    # and gives up.)
+    def f(x):
+        if x <= 0.3:
+            return math.log(0.3) - math.log(x)
+        return 0.0 if x <= 0.35 else math.log(0.35) - math.log(x)
+
+    for x0 in (1e-4, 0.29):
+        for slope in (-1.0, -1e-3, -1e3):
+            lo, _ = inside_root(f, x0, f(x0), slope, 1e-6, (1e-12, 1e12))
+            assert f(lo) > 0 and 0 <= 0.3 - lo <= 0.3e-6, (x0, slope, lo)
+
+
+def test_inside_root_raises_where_no_bracket_closes():
+    # f cannot be evaluated (NaN) around its root: no point there is inside or outside, so no
+    # bracket closes. The search gives up after the 200 evaluations its message names (the
+    # caller's f(x0) not counted), from either side.
+    def f(x):
+        return math.nan if 0.3 < x < 0.36 else log_third(x)
+
+    message = r"^radius root search did not converge in 200 evaluations$"
+    for x0 in (0.1, 5.0):
+        calls = []
+        with pytest.raises(RuntimeError, match=message):
+            inside_root(
+                lambda x, calls=calls: calls.append(x) or f(x), x0, f(x0), -1.0, 1e-6, (1e-12, 1e12)
+            )
+        assert len(calls) == 200, (x0, len(calls))
+
+
+def test_inside_root_ignores_an_expected_slope_that_is_not_negative():
+    # Newton needs df/du < 0: an expected slope of 0, > 0 or NaN says nothing about the step,
+    # and the search steps out (1 in log x, then along its own secant) to the same inside end.
+    for x0 in (0.01, 10.0):
+        for slope in (0.0, 1.0, math.nan):
+            lo, s = inside_root(log_third, x0, log_third(x0), slope, 1e-6, (1e-12, 1e12))
+            assert log_third(lo) > 0 and 0 <= 1 / 3 - lo <= 1e-6 / 3, (x0, slope, lo)
+            assert s == pytest.approx(-1.0, rel=1e-3)
+
+
+def test_inside_root_steps_out_at_most_fourfold_from_one():
+    # towards_root: "At most 4x the previous step (1 on the first): a bad slope must not fly
+    # off." While every point is on one side, each step in log x is at most 1, then at most 4
+    # times the one before, whatever the expected slope (1e6 times too flat: Newton puts the
+    # root ~1e7 away), until the step that crosses the root.
+    for x0 in (1e-4, 1e4):  # 8.1 below and 10.4 above the root in log x
+        for slope in (-1e-6, -1.0, 0.0):
+            points = [(math.log(x0), log_third(x0) > 0)]
+
+            def f(x, points=points):
+                points.append((math.log(x), log_third(x) > 0))
+                return log_third(x)
+
+            inside_root(f, x0, log_third(x0), slope, 1e-6, (1e-12, 1e12))
+            steps = []
+            for (u, _), (v, inside) in zip(points, points[1:], strict=False):
+                steps.append(abs(v - u))
+                if inside != points[0][1]:
+                    break
+            assert len(steps) >= 3 and steps[0] <= 1 + 1e-9, (x0, slope, steps)
+            assert all(b <= 4 * a + 1e-9 for a, b in zip(steps, steps[1:], strict=False)), steps
+
+
 def test_one_table_shared_between_threads_gives_the_sequential_laws():
     # The tables reuse scratch buffers between calls, and engines are cached per noise, so
     # threads may share one: each law must still be its own.
@@ -550,3 +647,81 @@ def test_uniform_diagonal_meets_the_cube_overlap():
             exact = 2 * noise.alpha * -math.expm1(math.log1p(-(p_a - p_b) / 2) / k)
             rel = engine.boundary_scale(k, p_a, p_b) / exact - 1
             assert abs(rel) < 2e-5, (k, p_a, p_b, rel)
+
+
+@pytest.mark.parametrize(("sigma", "dim"), [(0.5, 784), (2.0, 3072)])
+def test_gaussian_search_takes_two_or_three_evaluations_at_every_k(sigma, dim):
+    """Gaussian noise is the case where every start is exact: a*(k) = R / sqrt(k) (the power law
+    m = -1/2 of `_guess`; the normal approximation at k = 1), and K depends on a sqrt(k) only,
+    so dK/dlog a at the root, carried from k to k, is the same at every k. From a start e away
+    from the root with the exact slope, on a K linear over a few tolerances: K at the start,
+    then Newton lands 0.3 tol past the root (the bracket closes if e <= 0.7 tol), else regula
+    falsi lands 0.3 tol on the other side (a bracket 0.6 tol wide). So every k takes 2 or 3
+    evaluations; 2 is the least any search can take (a point inside and one outside)."""
+    engine = ExactEngine(create_noise("gaussian", sigma=sigma))
+    calls, gap = [], engine.gap
+    engine.gap = lambda a, k, *rest: calls.append(k) or gap(a, k, *rest)
+    for p_a, p_b in [(0.6, 0.4), (0.9, 0.1), (0.999, 0.001), (0.8, 0.05)]:
+        calls.clear()
+        engine.radius(p_a, p_b, [1.0, 2.0, math.inf], dim)
+        per_k = Counter(calls)
+        assert set(per_k.values()) <= {2, 3}, (p_a, p_b, per_k)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("laplace", {"sigma": 1.0}), ("uniform", {"sigma": 1.0}), ("cauchy", {"alpha": 1.0})],
+)
+def test_boundary_scale_from_a_guess_at_the_root_takes_two_evaluations(name, params):
+    """`guess` starts the search. One at the root (found with a 1e4 times finer tolerance), on
+    either side, closes the bracket at the next evaluation for any noise: K there is ~1e-4 tol
+    times its slope, so Newton lands ~0.3 tol past the root, within tolerance. Two evaluations,
+    the least possible."""
+    noise = create_noise(name, **params)
+    engine, fine = ExactEngine(noise), ExactEngine(noise, ExactConfig(rtol=1e-9))
+    rtol = engine.config.rtol
+    calls, gap = [], engine.gap
+    engine.gap = lambda a, *rest: calls.append(a) or gap(a, *rest)
+    for k in (1, 300):
+        for p_a in (0.6, 0.999):
+            root = fine.boundary_scale(k, p_a, 1 - p_a)
+            for guess in (root, root * (1 + 3e-9)):  # the fine bracket's ends: inside, outside
+                calls.clear()
+                a = engine.boundary_scale(k, p_a, 1 - p_a, guess=guess)
+                assert len(calls) == 2, (k, p_a, guess / root, calls)
+                assert root * (1 - rtol) <= a <= root * (1 + 1e-9), (k, p_a, a / root)
+
+
+def test_boundary_scale_is_proportional_to_the_noise_scale():
+    # Certificates are in units of the noise: every a*(k) scales with sigma, also far below and
+    # above 1 (the search's limits, 1e-12 and 1e12 sigma, scale with it). Two root searches
+    # agree to their tolerance.
+    for name in ("gaussian", "laplace"):
+        unit = ExactEngine(create_noise(name, sigma=1.0))
+        rtol = unit.config.rtol
+        for sigma in (1e-6, 1e6):
+            engine = ExactEngine(create_noise(name, sigma=sigma))
+            for k in (1, 16):
+                for p_a in (0.51, 0.9):
+                    want = unit.boundary_scale(k, p_a, 1 - p_a) * sigma
+                    got = engine.boundary_scale(k, p_a, 1 - p_a)
+                    assert got == pytest.approx(want, rel=2 * rtol), (name, sigma, k, p_a)
+
+
+def test_k_search_refines_between_the_coarse_minimisers_neighbours(monkeypatch):
+    # A made-up a*(k) whose l2 radius R(k) = 1 + ((k - 41) / 100)^2 dips at k = 41, between the
+    # coarse minimiser k = 32 and its neighbour 64: the finer grid spans the coarse minimiser's
+    # two neighbours, 16..64, where the minimum of a unimodal R(k) lies, and no further. The
+    # radius curve (curve.py) refines the same interval so that its k include the engine's.
+    engine = ExactEngine(create_noise("gaussian", sigma=1.0))
+    searched = set()
+
+    def fake_scales(ks, p_a, p_b, cache):
+        searched.update(ks)
+        for k in ks:
+            cache.setdefault(k, (1 + ((k - 41) / 100) ** 2) / math.sqrt(k))
+
+    monkeypatch.setattr(engine, "scales", fake_scales)
+    radius, k = engine.radius(0.9, 0.1, [2.0], 120)[2.0]
+    assert radius == pytest.approx(1.0, rel=1e-12) and k == 41
+    assert searched == set(k_grid(120, 2.0, 4)) | set(refine_grid(16, 64, 1.1))
