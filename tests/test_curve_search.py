@@ -1,8 +1,8 @@
 """The pieces `compute_curve` is built from, each against a value known independently.
 
-`_refined_grid` and `_scales_for_k` are checked on boundary functions whose inverse is known in
+`_refined_grid` and `_scale_bounds` are checked on boundary functions whose inverse is known in
 closed form (kinks, plateaus, staircases, through a stand-in for the engine's lattice: the
-result must never exceed the true a*), `_scales_for_k` also against Cohen's and Yang's
+result must never exceed the true a*), `_scale_bounds` also against Cohen's and Yang's
 one-coordinate radii and the engine's own root, and the k search on made-up a*(k, p) tables
 shared with the engine, so that the curve's k provably cover the engine's.
 """
@@ -23,7 +23,6 @@ from unicr_pl.radius.curve import (
     _log_z,
     _refined_grid,
     _scale_bounds,
-    _scales_for_k,
     compute_curve,
 )
 from unicr_pl.radius.exact import ExactConfig, ExactEngine, k_grid, refine_grid
@@ -74,7 +73,7 @@ def _kink(slope: float):
 def test_refined_grid_error_bounds_the_interpolation_across_a_kink():
     # p = Phi(g(a)) with g linear, then 0.3x as steep beyond a = 1: the kink is refined until
     # every interval passes, and twice each interval's recorded error (at least the tolerance)
-    # bounds the true error of interpolating inside it: the bound `_scales_for_k` relies on.
+    # bounds the true error of interpolating inside it: the bound `_scale_bounds` relies on.
     g, g_inverse = _kink(0.3)
     a, p, err = _refined_grid(lambda x: float(ndtr(g(x))), 0.01, 3.0)
     assert 2 * curve_module._A_POINTS - 1 < len(a) < curve_module._MAX_A_POINTS
@@ -157,7 +156,7 @@ CASES = {"kink-0.3": _kink(0.3), "kink-3": _kink(3.0), "plateau": _plateau(), "s
     + [("stairs", 60), ("stairs", 160)],
 )
 def test_scales_never_exceed_the_true_inverse(monkeypatch, case, cap):
-    # _scales_for_k on a boundary p_A = Phi(g(a)) whose inverse is known exactly, through a
+    # _scale_bounds on a boundary p_A = Phi(g(a)) whose inverse is known exactly, through a
     # stand-in for the engine's lattice: at every p_A of a dense grid its a*, less the engine's
     # margin, is at most the true one. The cap on the a-grid (40, 60: reached before every
     # interval is verified) exercises the fallbacks; the staircase needs its own deduction.
@@ -205,7 +204,7 @@ def test_nothing_is_claimed_below_the_first_verified_point():
     # lies above it, so no a is verified there: 0, not a guess. True a* is 2.5e-14 sigma.
     engine = ExactEngine(create_noise("gaussian", sigma=0.7), CFG)
     grid = np.array([0.5 + 1e-14, 0.6, 0.9])
-    scales = _scales_for_k(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))
+    scales = _scale_bounds(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))[0]
     assert 0 <= scales[0] <= 0.7 * ndtri(grid[0])
     ratio = scales[1:] / (0.7 * ndtri(grid[1:]))
     np.testing.assert_allclose(ratio, TAKEN_OFF * (1 - curve_module._INTERP_RTOL), rtol=1e-5)

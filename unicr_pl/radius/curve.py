@@ -152,11 +152,6 @@ def _scale_bounds(
     )
 
 
-def _scales_for_k(engine: ExactEngine, k: int, p_grid: np.ndarray, guess: float) -> np.ndarray:
-    """Lower bounds of the engine's a*(k, p) for every p in p_grid (see `_scale_bounds`)."""
-    return _scale_bounds(engine, k, p_grid, guess)[0]
-
-
 def compute_curve(
     noise: Noise, dim: int, norms: list[float], p_grid: np.ndarray
 ) -> dict[float, np.ndarray]:
