@@ -110,13 +110,17 @@ def _scale_bounds(
     lower = np.full(p_grid.shape, np.inf)
     upper = np.full(p_grid.shape, np.inf)
     for sign in signs:
+        # The bracket's ends (and its start, reached from both sides) are grid points too.
+        known: dict[float, float] = {}
 
-        def pi(a: float, sign: float = sign) -> float:
-            if k == 1:
-                values, mass = engine.table.single_law(sign * a)
-            else:
-                values, mass = engine.table.law(sign * a, k).values_and_mass()
-            return boundary_p_a(values, mass)
+        def pi(a: float, sign: float = sign, known: dict = known) -> float:
+            if a not in known:
+                if k == 1:
+                    values, mass = engine.table.single_law(sign * a)
+                else:
+                    values, mass = engine.table.law(sign * a, k).values_and_mass()
+                known[a] = boundary_p_a(values, mass)
+            return known[a]
 
         p_lo, p_hi = float(p_grid[0]), float(p_grid[-1])
         a_hi = guess
