@@ -533,35 +533,59 @@ def test_inside_root_at_the_limits_counts_f_equal_to_zero_as_outside():
 
 def test_inside_root_counts_f_equal_to_zero_as_outside():
     # f = 0 is outside: where f is exactly 0 over a range, the inside end is the last point with
-    # f > 0, below the plateau, never a point on it. (Started inside: from the plateau itself
-    # Newton's step is 0 and a flat 0 does not count as a stall, so the search creeps by 0.3 tol
-    # and gives up.)
+    # f > 0, below the plateau, never a point on it. From the plateau, or from above it, the
+    # flat 0 counts as a stall and the steps widen until they cross it (with a flat 0 taken for
+    # a slope, the search crept 0.3 tol at a time and gave up after 200 evaluations).
     def f(x):
         if x <= 0.3:
             return math.log(0.3) - math.log(x)
         return 0.0 if x <= 0.35 else math.log(0.35) - math.log(x)
 
-    for x0 in (1e-4, 0.29):
+    for x0 in (1e-4, 0.29, 0.31, 0.35, 10.0):
         for slope in (-1.0, -1e-3, -1e3):
             lo, _ = inside_root(f, x0, f(x0), slope, 1e-6, (1e-12, 1e12))
             assert f(lo) > 0 and 0 <= 0.3 - lo <= 0.3e-6, (x0, slope, lo)
 
 
 def test_inside_root_raises_where_no_bracket_closes():
-    # f cannot be evaluated (NaN) around its root: no point there is inside or outside, so no
-    # bracket closes. The search gives up after the 200 evaluations its message names (the
-    # caller's f(x0) not counted), from either side.
-    def f(x):
-        return math.nan if 0.3 < x < 0.36 else log_third(x)
-
+    # A tolerance finer than float64 can resolve in log x: the bracket never closes, and the
+    # search gives up after the 200 evaluations its message names (the caller's f(x0) not
+    # counted), from either side.
     message = r"^radius root search did not converge in 200 evaluations$"
     for x0 in (0.1, 5.0):
         calls = []
         with pytest.raises(RuntimeError, match=message):
             inside_root(
-                lambda x, calls=calls: calls.append(x) or f(x), x0, f(x0), -1.0, 1e-6, (1e-12, 1e12)
+                lambda x, calls=calls: calls.append(x) or log_third(x),
+                x0,
+                log_third(x0),
+                -1.0,
+                1e-20,
+                (1e-12, 1e12),
             )
         assert len(calls) == 200, (x0, len(calls))
+
+
+def test_inside_root_stops_at_the_first_nan():
+    # f = NaN is neither inside nor outside: a broken law. The search names it at once, at the
+    # start or where it meets it, instead of searching around it (NaN everywhere divided by a
+    # zero step; NaN near the root cost 200 evaluations).
+    def near_root(x):
+        return math.nan if 0.3 < x < 0.36 else log_third(x)
+
+    for f in (lambda x: math.nan, near_root):
+        for x0 in (0.1, 5.0):
+            calls = []
+            with pytest.raises(RuntimeError, match=r"^radius root search: f is NaN at x = "):
+                inside_root(
+                    lambda x, f=f, calls=calls: calls.append(x) or f(x),
+                    x0,
+                    f(x0),
+                    -1.0,
+                    1e-6,
+                    (1e-12, 1e12),
+                )
+            assert len(calls) < 10, (x0, len(calls))
 
 
 def test_inside_root_ignores_an_expected_slope_that_is_not_negative():

@@ -79,7 +79,8 @@ def inside_root(
     that an accurate prediction closes the bracket at the next evaluation: 2-4 evaluations
     from a good start. Where regula falsi creeps up from one side it overshoots by its last
     move; it bisects where the bracket stalls, and grows its step where f is flat. Returns 0
-    (or inf) if f stays <= 0 (> 0) down to limits[0] (up to limits[1]).
+    (or inf) if f stays <= 0 (> 0) down to limits[0] (up to limits[1]); raises RuntimeError
+    where f is NaN, or after 200 evaluations without a bracket within rtol.
     """
     # Hand-rolled, not scipy, because it is faster here: every f is a lattice law (~1-5 ms)
     # and the engine's starts are good, which this search exploits (it lands just past the
@@ -92,6 +93,8 @@ def inside_root(
     search = _RootSearch(slope, tol, math.log(limits[0]), math.log(limits[1]))
     u, fu = math.log(x0), f0
     for _ in range(200):
+        if math.isnan(fu):  # no side: a broken law, not a point to search around
+            raise RuntimeError(f"radius root search: f is NaN at x = {math.exp(u):.6g}")
         search.add(u, fu)
         if search.lo is not None and search.hi is not None:  # bracketed
             (u_lo, f_lo), (u_hi, f_hi) = search.lo, search.hi
@@ -152,9 +155,10 @@ class _RootSearch:
         s, stalled = self.slope, False
         if self.prev is not None:  # both points on this side: their secant is the local slope
             (u1, f1), (u2, f2) = self.prev, self.last
-            if (f2 - f1) / (u2 - u1) < 0:
+            if u2 != u1 and (f2 - f1) / (u2 - u1) < 0:  # equal: a step below float64's
                 s = (f2 - f1) / (u2 - u1)
-            stalled = abs(f2) > 0.9 * abs(f1)  # f flat here (atoms of L): widen instead
+            # f flat here (atoms of L, or exactly 0 over a range): widen instead
+            stalled = abs(f2) >= 0.9 * abs(f1)
         d = abs(fu / s) if s < 0 else math.nan  # Newton: the root is |f / s| away
         if not math.isfinite(d) or stalled:
             d = max(d if math.isfinite(d) else 0.0, 2 * self.step if self.step > 0 else 1.0)
