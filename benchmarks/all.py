@@ -53,7 +53,7 @@ for p in norms:
     rows[p] = {"lookup_us": (time.perf_counter() - start) / len(p_a) * 1e6}
 for r in certified_radii(noise, 0.9, norms=norms, dim=dim):
     rows[r.norm].update(exact=r.radius_family, proven=r.radius, exact_s=r.seconds)
-if pso:
+if pso is not None:  # {} is the full swarm: PSOConfig's defaults
     cfg = PSOConfig(**pso)
     for r in certified_radii(noise, 0.9, norms=norms, dim=dim, method="pso", pso=cfg, seed=0):
         rows[r.norm].update(pso=r.radius_family, pso_s=r.seconds)

@@ -61,15 +61,21 @@ def make_model(backbone: str, device: torch.device) -> UniCRModule:
 
 
 class ForwardClock:
-    """CPU time spent inside a module's forward (hooks, this thread)."""
+    """CPU time spent inside a module's forward, read by `clock` in its hooks.
 
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.seconds, self._start = 0.0, []
-        module.register_forward_pre_hook(lambda *_: self._start.append(time.thread_time()))
+    time.process_time counts torch's intra-op threads, which do the forward's work beside the
+    calling thread (time.thread_time alone read 48% for a forward that was all the work, with
+    2 threads); it is right while nothing else runs during a forward. With --prefetch the
+    sampler thread does, so that case reads the calling thread only (exact with 1 thread).
+    """
+
+    def __init__(self, module: torch.nn.Module, clock=time.process_time) -> None:
+        self.seconds, self._start, self._clock = 0.0, [], clock
+        module.register_forward_pre_hook(lambda *_: self._start.append(self._clock()))
         module.register_forward_hook(lambda *_: self._stop())
 
     def _stop(self) -> None:
-        self.seconds += time.thread_time() - self._start.pop()
+        self.seconds += self._clock() - self._start.pop()
 
 
 def measure(
@@ -116,7 +122,8 @@ def measure(
                     smoothed.classify(noisy[: sum(m for *_, m in pieces)])
 
         certify()  # warm-up: kernels, the noise's tables, the radius curves
-        best = best_of({"certify": certify, "bare": bare}, reps, device, model.backbone)
+        clock = ForwardClock(model.backbone, time.thread_time if prefetch else time.process_time)
+        best = best_of({"certify": certify, "bare": bare}, reps, device, clock)
         syncs = count_syncs(certify) / images if device.type == "cuda" else None
         close()
     (wall, cpu, fwd), bare_wall = best["certify"], best["bare"][0]
@@ -156,11 +163,11 @@ def certifier(model, noise, n0: int, n: int, batch: int, kwargs: dict, full: boo
     return task.smoothed, lambda *b: task.predict_step(b, 0), task.writer.close
 
 
-def best_of(fns: dict, reps: int, device: torch.device, module: torch.nn.Module) -> dict:
-    """{name: (wall s, process CPU s, CPU s in `module`'s forward)} of the fastest of `reps`
+def best_of(fns: dict, reps: int, device: torch.device, clock: ForwardClock) -> dict:
+    """{name: (wall s, process CPU s, CPU s in the clocked forward)} of the fastest of `reps`
     alternating runs of each function."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    clock, best = ForwardClock(module), {}
+    best = {}
     for _ in range(reps):
         for name, fn in fns.items():
             clock.seconds = 0.0
