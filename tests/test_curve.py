@@ -8,6 +8,7 @@ import pytest
 from unicr_pl.noises import create_noise
 from unicr_pl.radius import RadiusCurve, certified_radii
 from unicr_pl.radius import closed_forms as cf
+from unicr_pl.radius import curve as curve_module
 from unicr_pl.radius.curve import default_p_grid
 from unicr_pl.radius.exact import ExactConfig, ExactEngine
 
@@ -46,6 +47,7 @@ def test_any_scale_reads_the_unit_curve_and_stays_below_its_engine(tmp_path):
     """R(alpha X) = alpha R(X): the curve of gaussian(sigma = 0.37) is the alpha = 1 curve times
     alpha (not sigma: alpha = sigma sqrt 2), and still never above the exact engine run at that
     scale (zero tolerance)."""
+    curve_module._CURVES.clear()  # a curve held in memory by an earlier test writes no file
     noise = create_noise("gaussian", sigma=0.37)
     grid, norms = GRID[::12], (1.0, 2.0, math.inf)
     curve = RadiusCurve(noise, 16, norms=norms, p_grid=grid, cache_dir=tmp_path)
@@ -76,6 +78,7 @@ def test_lookup_takes_the_grid_point_at_or_below():
 
 
 def test_cache_round_trip_and_corrupt_entry(tmp_path):
+    curve_module._CURVES.clear()  # a curve held in memory by an earlier test writes no file
     noise = create_noise("laplace", sigma=1.0)
     first = RadiusCurve(noise, 64, norms=(1,), p_grid=GRID[:10], cache_dir=tmp_path)
     assert first.cache_path.is_file()

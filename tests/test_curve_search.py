@@ -150,6 +150,26 @@ class _Law:
 CASES = {"kink-0.3": _kink(0.3), "kink-3": _kink(3.0), "plateau": _plateau(), "stairs": _stairs()}
 
 
+def _stand_in(monkeypatch, g, stairs: bool = False, calls: list | None = None):
+    """An engine whose lattice gives the boundary p_A = Phi(g(a)) for a shift a (any k);
+    `calls` receives each a evaluated."""
+
+    def boundary(values, mass):
+        if calls is not None:
+            calls.append(values)
+        return float(ndtr(g(values)))
+
+    table = SimpleNamespace(
+        single_law=lambda a: (a, None),
+        law=lambda a, k: _Law(a),
+        z_values=lambda a: np.array([-np.inf if stairs else 0.0]),  # -inf: bounded support
+    )
+    monkeypatch.setattr(curve_module, "boundary_p_a", boundary)
+    engine = SimpleNamespace(table=table, noise=SimpleNamespace(symmetric=True), _scale=1.0)
+    engine.config = CFG
+    return engine
+
+
 @pytest.mark.parametrize(
     ("case", "cap"),
     [("kink-0.3", 40), ("kink-0.3", 160), ("kink-3", 60), ("plateau", 60), ("plateau", 160)]
@@ -161,15 +181,7 @@ def test_scales_never_exceed_the_true_inverse(monkeypatch, case, cap):
     # margin, is at most the true one. The cap on the a-grid (40, 60: reached before every
     # interval is verified) exercises the fallbacks; the staircase needs its own deduction.
     g, g_inverse = CASES[case]
-    stairs = case == "stairs"
-    table = SimpleNamespace(
-        single_law=lambda a: (a, None),
-        law=lambda a, k: _Law(a),
-        z_values=lambda a: np.array([-np.inf if stairs else 0.0]),  # -inf: bounded support
-    )
-    engine = SimpleNamespace(table=table, noise=SimpleNamespace(symmetric=True), _scale=1.0)
-    engine.config = CFG
-    monkeypatch.setattr(curve_module, "boundary_p_a", lambda values, mass: float(ndtr(g(values))))
+    engine = _stand_in(monkeypatch, g, stairs=case == "stairs")
     monkeypatch.setattr(curve_module, "_MAX_A_POINTS", cap)
     grid = curve_module.default_p_grid(400, p_max=0.999)
     scales, upper = _scale_bounds(engine, 1, grid, 1.0)
@@ -180,6 +192,51 @@ def test_scales_never_exceed_the_true_inverse(monkeypatch, case, cap):
     assert np.all(upper >= high * (1 - 1e-12)), grid[upper < high * (1 - 1e-12)]
     if cap == 160:  # the default cap: close to the truth, not vacuously low
         assert np.all(scales >= true * 0.95)
+
+
+def test_bounds_hold_whatever_the_starting_guess(monkeypatch):
+    # The bracket of a is grown from the guess, so where the grid of a starts relative to the
+    # looked-up p_A depends on it: over guesses spread over a factor 2 in small steps (and far
+    # off), some put a p_A in the grid's first interval, and both bounds hold the true a*
+    # everywhere (the lower one below it, the upper one at or above the engine's value).
+    g, g_inverse = CASES["kink-0.3"]
+    grid = curve_module.default_p_grid(400, p_max=0.999)
+    true = np.array([g_inverse(z) for z in ndtri(grid)])
+    for guess in [1e-3, 1e3, *np.geomspace(0.5, 1.0, 8, endpoint=False)]:
+        lower, upper = _scale_bounds(_stand_in(monkeypatch, g), 1, grid, float(guess))
+        assert np.all(lower <= true * TAKEN_OFF * (1 + 1e-12)), guess
+        assert np.all(upper >= true * (1 - CFG.margin) * (1 - 1e-12)), guess
+
+
+def test_bounds_beyond_the_search_limit(monkeypatch):
+    # A boundary p_A that stops rising at Phi(2): p_A above it is reached by no a up to the
+    # search's limit. There a* lies beyond every a searched: the lower bound is at least the
+    # bound at every p_A reached, the upper bound is infinite, and neither is NaN.
+    reach = float(ndtr(2.0))
+    grid = curve_module.default_p_grid(40, p_max=0.99)
+    lower, upper = _scale_bounds(_stand_in(monkeypatch, lambda x: min(x, 2.0)), 1, grid, 1.0)
+    beyond = grid > reach
+    assert beyond.any() and not beyond.all()
+    assert np.all(np.isfinite(lower)) and not np.any(np.isnan(upper))
+    assert np.all(lower[beyond] >= lower[~beyond].max()) and np.all(upper[beyond] == np.inf)
+    true = ndtri(grid[~beyond])
+    assert np.all(lower[~beyond] <= true * TAKEN_OFF * (1 + 1e-12))
+    assert np.all(upper[~beyond] >= true * (1 - CFG.margin) * (1 - 1e-12))
+
+
+def test_scale_bounds_refines_the_a_grid_only_where_a_looked_up_p_a_lies(monkeypatch):
+    # _scale_bounds evaluates the boundary p_A once per a, and refines its grid of a only in
+    # intervals holding a p_A it looks up: above the last one, only points of the first,
+    # geometric grid between the bracket's ends are evaluated, never a midpoint.
+    calls: list[float] = []
+    engine = _stand_in(monkeypatch, lambda x: x, calls=calls)
+    grid = curve_module.default_p_grid(40, p_max=float(ndtr(1.3)))  # a* = 1.3 at the top
+    _scale_bounds(engine, 1, grid, 0.3)  # doubling from 0.3 overshoots a* = 1.3
+    assert len(calls) == len(set(calls))
+    first = np.geomspace(min(calls), max(calls), curve_module._A_POINTS)
+    top = first[np.argmax(ndtr(first) > grid[-1])]  # the first grid point above the last p_A
+    above = [a for a in calls if a > top]
+    assert above and set(above) <= set(first)
 
 
 @pytest.mark.parametrize("k", [1, 4])
@@ -201,11 +258,13 @@ def test_gaussian_scales_are_cohen_less_the_documented_deductions(k):
 
 def test_nothing_is_claimed_below_the_first_verified_point():
     # p_A = 1/2 + 1e-14: the boundary p_A of every a the search may try (down to 1e-12 sigma)
-    # lies above it, so no a is verified there: 0, not a guess. True a* is 2.5e-14 sigma.
+    # lies above it, so no a is verified there: 0, not a guess. True a* is 2.5e-14 sigma; the
+    # smallest a tried is still an upper bound of it.
     engine = ExactEngine(create_noise("gaussian", sigma=0.7), CFG)
     grid = np.array([0.5 + 1e-14, 0.6, 0.9])
-    scales = _scale_bounds(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))[0]
+    scales, upper = _scale_bounds(engine, 1, grid, engine._initial_scale(1, 0.9, 0.1))
     assert 0 <= scales[0] <= 0.7 * ndtri(grid[0])
+    assert upper[0] >= 0.7 * ndtri(grid[0]) * (1 - CFG.margin)
     ratio = scales[1:] / (0.7 * ndtri(grid[1:]))
     np.testing.assert_allclose(ratio, TAKEN_OFF * (1 - curve_module._INTERP_RTOL), rtol=1e-5)
 
@@ -327,6 +386,29 @@ def test_curve_refines_only_the_coarse_k_that_could_be_the_engines_minimiser(mon
     assert set(solved) == set(coarse) | around_64 | set(refine_grid(64, 120, CFG.refine_ratio))
 
 
+def test_curve_solves_no_k_the_engine_does_not_where_the_bounds_single_out_its_minimiser(
+    monkeypatch,
+):
+    # R(k) with its minimum at the coarse k = 16, at least 1% below its coarse neighbours and
+    # known to +-0.01%: the engine refines between the coarse k on either side at every p_A,
+    # and the curve solves exactly the k the engine solves at some p_A, none beyond.
+    shape = _fake_table(lambda k, p: 1 + (math.log(k / 20) / 4) ** 2)
+    _, solved = _fake_curve(monkeypatch, shape, [1.0, 2.0], band=1e-4)
+    engine = ExactEngine(create_noise("gaussian", sigma=1.0), CFG)
+    wanted: set[int] = set()
+
+    def scales(ks, p_a, p_b, cache):
+        wanted.update(ks)
+        for k in ks:
+            cache.setdefault(k, float(shape(k, np.array([p_a]))[0]))
+
+    monkeypatch.setattr(engine, "scales", scales)
+    for q in GRID:
+        engine.radius(float(q), 1 - float(q), [1.0, 2.0], 120)
+    assert wanted > set(k_grid(120, CFG.k_ratio, CFG.dense_k))  # it did refine
+    assert set(solved) == wanted
+
+
 def test_curve_skips_flat_k_and_l_inf_and_warm_starts(monkeypatch):
     coarse = k_grid(120, CFG.k_ratio, CFG.dense_k)
     mid = float(GRID[len(GRID) // 2])
@@ -355,3 +437,17 @@ def test_curve_skips_flat_k_and_l_inf_and_warm_starts(monkeypatch):
 
         _, solved = _fake_curve(monkeypatch, dead, [2.0])
         assert solved[2] == engine._initial_scale(2, mid, 1 - mid), dead_value
+    # Every start is finite and positive (from 0 or inf the bracket never grows), also where
+    # only one bound is: nothing verified at the middle p_A (lower bound 0, upper bound the
+    # grid point above) or nothing bounding a* from above (the search's limit reached).
+    for partial in (lambda v: (0 * v, v), lambda v: (v, v + math.inf)):
+        solved = {}
+
+        def one_sided(engine, k, p_grid, guess, partial=partial, solved=solved):
+            solved[k] = guess
+            value = flat(k, p_grid)
+            return partial(value) if k == 1 else (value, value)
+
+        monkeypatch.setattr(curve_module, "_scale_bounds", one_sided)
+        compute_curve(create_noise("gaussian", sigma=1.0), 120, [2.0], GRID)
+        assert all(0 < guess < math.inf for guess in solved.values()), solved
