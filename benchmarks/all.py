@@ -2,7 +2,8 @@
 exact engine, and certification throughput with its forward share, all measured in one run.
 
     python benchmarks/all.py --quick      # d = 784: about 12 minutes on 2 shared cores
-    python benchmarks/all.py              # d = 784, 3072, 150528: ~1.5 hours, estimated
+    python benchmarks/all.py              # d = 784, 3072, 150528: 2-2.5 hours on 2 cores
+    python benchmarks/all.py --only laplace uniform   # some families (tables concatenate)
 
 Per noise and d, a fresh process (so that its peak memory is its own) builds the cold-cache
 200-point p_A -> R curve for norms 1, 2, inf together (what `certify.py curve` does), times
