@@ -155,7 +155,8 @@ class _RootSearch:
         s, stalled = self.slope, False
         if self.prev is not None:  # both points on this side: their secant is the local slope
             (u1, f1), (u2, f2) = self.prev, self.last
-            if u2 != u1 and (f2 - f1) / (u2 - u1) < 0:  # equal: a step below float64's
+            # u2 == u1 where a step fell below float64 resolution: no secant then
+            if u2 != u1 and (f2 - f1) / (u2 - u1) < 0:
                 s = (f2 - f1) / (u2 - u1)
             # f flat here (atoms of L, or exactly 0 over a range): widen instead
             stalled = abs(f2) >= 0.9 * abs(f1)
