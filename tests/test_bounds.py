@@ -319,7 +319,8 @@ def test_margin_is_taken_off():
     r, _ = pr.radii(np.array([0.9]), np.array([0.1]), [2.0])[2.0]
     domination = (1.2815515655446004 * 2) / (2 * pr.c)
     renyi = pr.renyi.radius([0.9], [0.1], 2.0)[0]
-    raw = max(domination, renyi)
+    cubic = 0.5 * (pr.line_g2.G(np.array([0.9])) - pr.line_g2.G(np.array([0.1])))[0]
+    raw = max(domination, renyi, cubic)
     assert r[0] == pytest.approx(raw * (1 - BOUND_MARGIN), rel=1e-12)
 
 

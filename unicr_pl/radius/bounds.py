@@ -10,7 +10,8 @@ The exact engine minimises over the structured family (k equal non-zero coordina
   G(p) = int_{1/2}^p dq / Phi*(q) and Phi*(q) the largest rate at which a probability q can
   move along a unit direction. l1: Phi* is the top-q mean of the 1-D score s = -(log f)';
   l2: Phi* <= c phi(Phi^-1(q)) when s <=_cx c Z (Gaussian domination) and
-  Phi* <= sqrt(I q (1 - q)) (Cauchy-Schwarz, I the Fisher information);
+  Phi* <= sqrt(I q (1 - q)) (Cauchy-Schwarz, I the Fisher information), and the sharper
+  cubic-order lines of `unicr_pl.radius.cubic` when s^2 <=_icx c^2 Z^2 (Laplace: c = sqrt(I));
 - the Renyi-divergence route (Li et al. 2019), any l_p: the divergence of the product noise is
   a sum of 1-D terms g(|delta_i|), at most d h(r^p / d) over the l_p ball (h the least concave
   majorant of u -> g(u^(1/p))), certified while below Li et al.'s threshold for some order;
@@ -31,7 +32,7 @@ from scipy import integrate
 from scipy.special import erfcx, expit, logsumexp, ndtri
 
 from unicr_pl.noises import Noise
-from unicr_pl.radius import closed_forms
+from unicr_pl.radius import closed_forms, cubic
 from unicr_pl.radius.cache import BoundedLRU
 
 BOUND_MARGIN = 1e-4  # relative, off every numerically computed bound (quadrature, grids)
@@ -195,7 +196,12 @@ class ScoreLaw:
         lo, hi, m, w = self.lo[fin], self.hi[fin], self.m[fin], self.w[fin]
         # s^2 lies below its chord (lo + hi) s - lo hi on [lo, hi]; int s f = m is exact.
         total = float(np.sum(np.maximum((lo + hi) * m - lo * hi * w, 0.0)))
-        for j in np.flatnonzero(~fin):  # unbounded cells: adaptive quadrature of s^2 f
+        return total * (1 + 1e-6) + self.tail_s2()  # unbounded cells: adaptive quadrature
+
+    def tail_s2(self) -> float:
+        """An upper bound of int s^2 f over the cells where s is unbounded (inf if it diverges)."""
+        total = 0.0
+        for j in np.flatnonzero(~(np.isfinite(self.lo) & np.isfinite(self.hi))):
             a = -math.inf if j == 0 else float(self._x[j - 1])
             b = math.inf if j == len(self.w) - 1 else float(self._x[j])
             total += self._quad_s2f(a, b)
@@ -283,14 +289,19 @@ class LineG:
     pointwise lower bound of the integrand, so differences G(p_A) - G(p_B) are lower bounds.
     """
 
-    def __init__(self, law: ScoreLaw) -> None:
-        t, e = _excess_both(law)
+    def __init__(self, t: np.ndarray, e: np.ndarray) -> None:
+        """Lines u -> u t_j + e_j, each an upper bound of Phi*(u) for every u in (0, 1/2]."""
         u = expit(-_U_TAU)  # descending from 1/2
         u_mid = expit(-0.5 * (_U_TAU[1:] + _U_TAU[:-1]))
         pick = np.argmin(u_mid[:, None] * t[None, :] + e[None, :], axis=1)
         self.u, self.t, self.e = u, t[pick], e[pick]
         pieces = self._piece(u[:-1], u[1:])
         self.h = np.concatenate([[0.0], np.cumsum(pieces)])  # H(u_i) = int_{u_i}^{1/2}
+
+    @classmethod
+    def from_law(cls, law: ScoreLaw) -> LineG:
+        """The l1 rate: Phi*(u) <= u t + max(E(s - t)_+, E(-s - t)_+) for every t >= 0."""
+        return cls(*_excess_both(law))
 
     @np.errstate(divide="ignore", invalid="ignore")
     def _piece(self, upper: np.ndarray, lower: np.ndarray, i=None) -> np.ndarray:
@@ -321,6 +332,13 @@ def _subgaussian_score_tail(noise: Noise, c: float) -> bool:
     if noise.name == "expmix":  # s = (beta + 2 (1 - beta) y) / alpha: variance proxy below
         return beta < 1 and 2 * (1 - beta) / noise.alpha**2 < c * c
     return False
+
+
+def _square_tail_known(noise: Noise, fisher: float) -> bool:
+    """Whether s^2 beyond the score law's grid is known to be bounded or lighter-tailed than
+    any c^2 Z^2 the check can return (c^2 >= I): Pareto's score is bounded by its value at 0
+    (inside the grid), and a score lighter than c Z has s^2 lighter than c^2 Z^2."""
+    return noise.name == "pareto" or _subgaussian_score_tail(noise, math.sqrt(fisher))
 
 
 # ---- the Renyi-divergence route (Li et al., NeurIPS 2019); docs/soundness.md section 3 ----
@@ -554,7 +572,8 @@ class ProvenRadius:
         self.noise, self.dim = noise, int(dim)
         self.notes: dict[str, str] = {}
         self.line_g: LineG | None = None
-        self.c, self.fisher = math.inf, math.inf
+        self.line_g2: LineG | None = None
+        self.c, self.c3, self.fisher = math.inf, math.inf, math.inf
         self.renyi: RenyiBound | None = None
         if noise.is_gaussian or noise.name == "uniform":
             return  # closed forms, exact (uniform: every shift has an infinite divergence)
@@ -567,7 +586,7 @@ class ProvenRadius:
         except BoundUnavailable as err:
             self.notes["differential"] = f"differential method unavailable: {err}"
             return
-        self.line_g = LineG(law)
+        self.line_g = LineG.from_law(law)
         self.c = gaussian_domination_constant(law)
         if not math.isfinite(self.c):
             self.notes["gaussian-domination"] = (
@@ -583,6 +602,41 @@ class ProvenRadius:
         self.fisher = law.fisher()
         if not math.isfinite(self.fisher):
             self.notes["fisher-arcsin"] = "fisher-arcsin unavailable: infinite Fisher information"
+        self.line_g2 = self._cubic_route(noise, law)
+
+    def _cubic_route(self, noise: Noise, law: ScoreLaw) -> LineG | None:
+        """The l2 rate as the pointwise least of the cubic-order, Gaussian-domination and
+        Fisher lines (each an upper bound of sup_v Phi_v); None where the cubic order fails."""
+        if not noise.symmetric:
+            self.notes["cubic-domination"] = "cubic-domination unavailable: asymmetric density"
+            return None
+        if law.interior_unbounded:
+            self.notes["cubic-domination"] = (
+                "cubic-domination unavailable: the score is unbounded inside the support"
+            )
+            return None
+        tail = None
+        if law.tail_unbounded:
+            if not _square_tail_known(noise, self.fisher):
+                self.notes["cubic-domination"] = (
+                    "cubic-domination unavailable: the score is unbounded in the tails and s^2 "
+                    "is not known to be lighter-tailed than c^2 Z^2 beyond the grid"
+                )
+                return None
+            tail = law.tail_s2()
+        self.c3 = cubic.cubic_domination_constant(law.lo, law.hi, law.m, law.w, tail)
+        if not math.isfinite(self.c3):
+            self.notes["cubic-domination"] = (
+                "cubic-domination unavailable: s^2 is not below c^2 Z^2 in the increasing convex "
+                "order for any c up to 1000 sqrt(I)"
+            )
+            return None
+        pools = [cubic.cubic_lines(self.c3)]
+        if math.isfinite(self.c):
+            pools.append(cubic.gaussian_lines(self.c))
+        if math.isfinite(self.fisher):
+            pools.append(cubic.fisher_lines(self.fisher))
+        return LineG(np.concatenate([t for t, _ in pools]), np.concatenate([e for _, e in pools]))
 
     def _primary(self, p_a, p_b) -> tuple[dict[float, tuple], dict[float, tuple]]:
         """Candidate bounds per base norm (1 and 2): {q: [(name, values), ...]}."""
@@ -616,6 +670,9 @@ class ProvenRadius:
                     cands[2.0].append(
                         ("gaussian-domination", (ndtri(p_a) - ndtri(p_b)) / (2 * self.c))
                     )
+                if self.line_g2 is not None:
+                    g2 = 0.5 * (self.line_g2.G(p_a) - self.line_g2.G(p_b))
+                    cands[2.0].append(("cubic-domination", g2))
                 if math.isfinite(self.fisher):
                     arc = np.arcsin(2 * p_a - 1) - np.arcsin(2 * p_b - 1)
                     cands[2.0].append(("fisher-arcsin", arc / (2 * math.sqrt(self.fisher))))
@@ -674,7 +731,7 @@ class ProvenRadius:
         return names
 
 
-BOUNDS_VERSION = "bounds-2"  # bump when a bound's numerics change: it invalidates cached curves
+BOUNDS_VERSION = "bounds-3"  # bump when a bound's numerics change: it invalidates cached curves
 # Keyed by the law's content hash (never id(noise), which Python reuses after a free), and
 # bounded like the engines, so that C-OPT / I-OPT loops over many noises stay flat in memory.
 _PROVEN = BoundedLRU(max_items=32, max_bytes=64 * 2**20)
