@@ -18,6 +18,8 @@ from unicr_pl.radius.cubic import (
     cubic_domination_constant,
     cubic_excess,
     cubic_lines,
+    fisher_lines,
+    gaussian_lines,
 )
 
 
@@ -119,6 +121,42 @@ def test_cubic_constant_of_a_spread_law_passes_an_independent_check():
     # ... and it is nearly the smallest: 1% less fails somewhere on the grid.
     low = 0.99 * c
     assert any(_square_excess_exact(r, values, probs) > _scaled_chi2_excess(r, low) for r in grid)
+
+
+U_FINE = np.geomspace(1e-18, 0.5, 400)
+
+
+def test_gaussian_lines_bound_the_gaussian_rate_closely():
+    """min over the lines >= c phi(Phi^-1(u)) (else Gaussian domination would over-claim) and
+    within 0.1% of it (the lines are its tangents)."""
+    slopes, intercepts = gaussian_lines(1.7)
+    rate = 1.7 * stats.norm.pdf(stats.norm.ppf(U_FINE))
+    lowest = np.min(slopes[None, :] * U_FINE[:, None] + intercepts[None, :], axis=1)
+    assert np.all(lowest >= rate * (1 - 1e-12))
+    assert np.all(lowest[U_FINE > 1e-15] <= rate[U_FINE > 1e-15] * 1.001)
+
+
+def test_fisher_lines_bound_the_fisher_rate_closely():
+    """min over the tangents >= sqrt(I u (1 - u)), and within 0.1% of it."""
+    slopes, intercepts = fisher_lines(2.5)
+    rate = np.sqrt(2.5 * U_FINE * (1 - U_FINE))
+    lowest = np.min(slopes[None, :] * U_FINE[:, None] + intercepts[None, :], axis=1)
+    assert np.all(lowest >= rate * (1 - 1e-12))
+    assert np.all(lowest <= rate * 1.001)
+
+
+def test_cubic_constant_counts_the_unbounded_cells():
+    """An unbounded cell is fatal without `tail_s2`; with it, its int s^2 f is added, so
+    c^2 >= E s^2 over every cell (here 1 + 0.5)."""
+    lo = np.array([-np.inf, -1.0, 0.0, 1.0 - 1e-9])
+    hi = np.array([-1.0, 0.0, 1.0, np.inf])
+    w = np.array([1e-12, 0.5, 0.5, 1e-12])
+    m = np.array([-1e-12, -0.25, 0.25, 1e-12])
+    assert math.isinf(cubic_domination_constant(lo, hi, m, w, None))
+    c = cubic_domination_constant(lo, hi, m, w, 0.5)
+    lo_f, hi_f, m_f, w_f = lo[1:3], hi[1:3], m[1:3], w[1:3]
+    finite = np.sum(np.maximum((lo_f + hi_f) * m_f - lo_f * hi_f * w_f, 0.0))  # chord of s^2
+    assert c * c >= (finite + 0.5) * (1 - 1e-9)
 
 
 @pytest.mark.parametrize("key", ["laplace", "hypsecant", "cauchy", "lapgauss"])
