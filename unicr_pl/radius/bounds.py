@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import torch
 from scipy import integrate
-from scipy.special import erfcx, expit, logsumexp, ndtri
+from scipy.special import expit, logsumexp, ndtri
 
 from unicr_pl.noises import Noise
 from unicr_pl.radius import closed_forms, cubic
@@ -121,6 +121,7 @@ class ScoreLaw:
         self.tail_unbounded = bool(not np.isfinite(hi[0]) or not np.isfinite(hi[-1]))
         self._noise = noise
         self._x = x
+        self._tail_s2: float | None = None
 
     @staticmethod
     def _cell_ranges(s, s_mid, m, w):
@@ -199,13 +200,17 @@ class ScoreLaw:
         return total * (1 + 1e-6) + self.tail_s2()  # unbounded cells: adaptive quadrature
 
     def tail_s2(self) -> float:
-        """An upper bound of int s^2 f over the cells where s is unbounded (inf if it diverges)."""
+        """An upper bound of int s^2 f over the cells where s is unbounded (inf if it diverges);
+        computed once (the Fisher information and the cubic order both need it)."""
+        if self._tail_s2 is not None:
+            return self._tail_s2
         total = 0.0
         for j in np.flatnonzero(~(np.isfinite(self.lo) & np.isfinite(self.hi))):
             a = -math.inf if j == 0 else float(self._x[j - 1])
             b = math.inf if j == len(self.w) - 1 else float(self._x[j])
             total += self._quad_s2f(a, b)
-        return total * (1 + 1e-6)
+        self._tail_s2 = total * (1 + 1e-6)
+        return self._tail_s2
 
     def _quad_s2f(self, a: float, b: float) -> float:
         """int_a^b s^2 f by adaptive quadrature; inf where QUADPACK reports divergence."""
@@ -223,16 +228,11 @@ class ScoreLaw:
         return val + abserr if math.isfinite(val) else math.inf
 
 
-def _mills(x: np.ndarray) -> np.ndarray:
-    """Q(x) / phi(x) (Mills' ratio), accurate in the far tail."""
-    return erfcx(x / math.sqrt(2)) * math.sqrt(math.pi / 2)
-
-
 def _excess_over_phi(x: np.ndarray) -> np.ndarray:
     """A lower bound of psi(x) / phi(x), psi(x) = E(Z - x)_+ = phi(x) - x Q(x), x >= 0."""
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        direct = (1 - x * _mills(x)) * (1 - 1e-12)
+        direct = (1 - x * cubic.mills_ratio(x)) * (1 - 1e-12)
         series = 1 / x**2 - 3 / x**4  # alternating asymptotic series truncated: a lower bound
     return np.where(x < 8, direct, series)
 
@@ -255,7 +255,7 @@ def _dominated(c: np.ndarray, t0: np.ndarray, t1: np.ndarray, e0, e1) -> np.ndar
     m = 0.5 * (t0 + t1)
     x = m / c
     log_phi = -0.5 * x * x - 0.5 * math.log(2 * math.pi)
-    value, slope = c * _excess_over_phi(x), -_mills(x)
+    value, slope = c * _excess_over_phi(x), -cubic.mills_ratio(x)
     with np.errstate(divide="ignore", invalid="ignore"):
         ok0 = np.log(e0) <= log_phi + np.log(np.maximum(value + slope * (t0 - m), 0))
         ok1 = np.log(e1) <= log_phi + np.log(np.maximum(value + slope * (t1 - m), 0))

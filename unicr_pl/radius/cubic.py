@@ -29,8 +29,8 @@ _H = np.geomspace(1e-3, 20.0, 400)  # majorant widths h tried per t'
 _U_FISHER = np.geomspace(1e-20, 0.5, 600)  # tangent points of sqrt(u (1 - u))
 
 
-def _mills(x: np.ndarray) -> np.ndarray:
-    """Q(x) / phi(x), accurate in the far right tail."""
+def mills_ratio(x: np.ndarray) -> np.ndarray:
+    """Q(x) / phi(x) (Mills' ratio), accurate in the far right tail."""
     return erfcx(x / math.sqrt(2)) * math.sqrt(math.pi / 2)
 
 
@@ -47,7 +47,7 @@ def cubic_excess(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if np.any(x > 10):
         raise ValueError("cubic_excess is only accurate for x <= 10")
-    right = _phi(x) * ((x * x + 2) - x * (x * x + 3) * _mills(np.maximum(x, 0.0)))
+    right = _phi(x) * ((x * x + 2) - x * (x * x + 3) * mills_ratio(np.maximum(x, 0.0)))
     left = (x * x + 2) * _phi(x) - x * (x * x + 3) * ndtr(-x)  # no cancellation for x < 0
     return np.where(x >= 0, right, left)
 
@@ -64,7 +64,7 @@ def cubic_lines(c: float) -> tuple[np.ndarray, np.ndarray]:
 def gaussian_lines(c: float) -> tuple[np.ndarray, np.ndarray]:
     """Lines above c phi(Phi^-1(u)) = inf_t c (u t + E(Z - t)_+) (Gaussian domination)."""
     t = np.linspace(0.0, 9.0, 901)
-    psi = _phi(t) * (1 - t * _mills(t))
+    psi = _phi(t) * (1 - t * mills_ratio(t))
     return c * t, c * psi
 
 
@@ -88,9 +88,9 @@ def _chi2_excess_log(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.sqrt(np.asarray(x, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         series = 2 / y - 4 / y**3 + 18 / y**5 - 120 / y**7 + 105 / y**9
-        bracket = np.where(y < 30, (y + (1 - y * y) * _mills(y)) * (1 - 1e-12), series)
+        bracket = np.where(y < 30, (y + (1 - y * y) * mills_ratio(y)) * (1 - 1e-12), series)
         log_val = math.log(2) - 0.5 * y * y - math.log(_SQRT_2PI) + np.log(bracket)
-        ratio = -_mills(y) / bracket
+        ratio = -mills_ratio(y) / bracket
     return log_val, ratio
 
 
